@@ -1,0 +1,37 @@
+"""Sketch data: the one in-memory sketch type, rendering, stroke tensors, synthetic data.
+
+Layers (each imports only the ones above it): :mod:`data.sketch` (the :class:`Sketch`
+type and its geometry) -> :mod:`data.render`, :mod:`data.strokes` (raster and stroke
+tensor encodings) -> :mod:`data.synthetic` (a built-in sketch source) ->
+:mod:`data.datasets` (torch Datasets over any sketch source). Nothing here imports other
+project packages.
+"""
+
+from .datasets import RasterDataset, StrokeDataset
+from .render import line_thickness, render
+from .sketch import BOX, Sketch, bounds, fit_to_box, num_points, rotate_quarter, validate_strokes
+from .strokes import from_stroke_tensor, rdp, to_stroke_tensor, valid_rows
+from .synthetic import SPLIT_ID, SYNTHETIC_CLASSES, SyntheticSketches, draw_synthetic, save_preview
+
+__all__ = [
+    "BOX",
+    "Sketch",
+    "bounds",
+    "fit_to_box",
+    "num_points",
+    "rotate_quarter",
+    "validate_strokes",
+    "render",
+    "line_thickness",
+    "rdp",
+    "to_stroke_tensor",
+    "from_stroke_tensor",
+    "valid_rows",
+    "SYNTHETIC_CLASSES",
+    "SPLIT_ID",
+    "SyntheticSketches",
+    "draw_synthetic",
+    "save_preview",
+    "RasterDataset",
+    "StrokeDataset",
+]

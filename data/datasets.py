@@ -1,0 +1,117 @@
+"""torch Datasets over any sketch source.
+
+A *sketch source* is any object with ``__len__`` and ``__getitem__(i) -> Sketch``
+(:class:`data.synthetic.SyntheticSketches`, or an on-disk store of Quick, Draw! drawings).
+It may also offer ``labels`` (all labels without loading the drawings), ``num_classes``
+and ``class_names``; the datasets pass these through.
+
+Both datasets re-fit every drawing to the box with ``center=True`` by default. Google's
+simplified drawings are aligned to the *top-left* corner; a rotated copy of such a drawing
+sits against another corner, so a rotation classifier could read the turn off the
+drawing's position alone instead of its shape. Centring removes that shortcut.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .render import render
+from .sketch import BOX, Sketch, fit_to_box
+from .strokes import to_stroke_tensor
+
+
+class SketchSource(Protocol):
+    """What the datasets need from a source of sketches."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, i: int) -> Sketch: ...
+
+
+class _SketchDataset(Dataset):
+    """Shared plumbing: the source, its labels and class metadata."""
+
+    def __init__(self, source: SketchSource, center: bool) -> None:
+        self.source = source
+        self.center = bool(center)
+        self.num_classes: int | None = getattr(source, "num_classes", None)
+        self.class_names: tuple[str, ...] | None = getattr(source, "class_names", None)
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """int64 (N,) labels: ``source.labels`` if it has them, else read sketch by sketch once."""
+        if self._labels is None:
+            given: Any = getattr(self.source, "labels", None)
+            if given is not None:
+                labels = np.asarray(given, dtype=np.int64)
+            else:
+                labels = np.array([self.source[i].label for i in range(len(self.source))], dtype=np.int64)
+            if labels.shape != (len(self.source),):
+                raise ValueError(f"source gave {labels.shape} labels for {len(self.source)} sketches")
+            self._labels = labels
+        return self._labels
+
+    def _fitted(self, i: int) -> tuple[tuple[np.ndarray, ...], int]:
+        sketch = self.source[i]
+        return fit_to_box(sketch.strokes, box=BOX, center=self.center), int(sketch.label)
+
+
+class RasterDataset(_SketchDataset):
+    """Sketches as rasters for the CNN branch.
+
+    ``__getitem__(i) -> (image, label)``: image a float32 tensor (1, S, S), values in
+    [0, 1], ink 1.0 on black (the model side repeats it to 3 channels if it wants RGB).
+
+    Args:
+        source: the sketch source.
+        image_size: S in pixels (224 in the paper).
+        line_width: pen width in 256-box units (see :func:`data.render.render`).
+        center: centre the drawing in the box before rendering (see the module
+            docstring: top-left alignment leaks the rotation); False keeps it top-left.
+    """
+
+    def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, center: bool = True) -> None:
+        super().__init__(source, center)
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        if line_width <= 0:
+            raise ValueError(f"line_width must be > 0, got {line_width}")
+        self.image_size = int(image_size)
+        self.line_width = float(line_width)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        strokes, label = self._fitted(i)
+        img = render(strokes, size=self.image_size, line_width=self.line_width, box=BOX)
+        return torch.from_numpy(img).unsqueeze(0), label
+
+
+class StrokeDataset(_SketchDataset):
+    """Sketches as stroke tensors for the TCN branch.
+
+    ``__getitem__(i) -> (strokes, label)``: strokes a float32 tensor (T, 4) of rows
+    ``[x, y, p1, p2]`` with x, y in [0, 1], zero padding rows (see :mod:`data.strokes`,
+    which also states the rule for drawings with more than T points).
+
+    Args:
+        source: the sketch source.
+        max_len: T (100 in the paper).
+        center: centre the drawing in the box first (see the module docstring).
+    """
+
+    def __init__(self, source: SketchSource, max_len: int = 100, center: bool = True) -> None:
+        super().__init__(source, center)
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.max_len = int(max_len)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        strokes, label = self._fitted(i)
+        return torch.from_numpy(to_stroke_tensor(strokes, max_len=self.max_len, box=BOX)), label
