@@ -1,0 +1,277 @@
+"""One-axis warps and the deformation modules built from them.
+
+A warp of a normalised coordinate t in [0, 1] (paper / released code):
+
+    g(t)  = 2 (b - a) t + 2a
+    f(t)  = t + (lam / 2) * t * (sin g(t) - sin 2b)          f(0) = 0, f(1) = 1
+    f'(t) = 1 + (lam / 2)(sin g(t) - sin 2b) + lam * t * (b - a) * cos g(t)
+
+``AxisWarp.f`` evaluates the same function through the sum-to-product identity
+
+    sin g(t) - sin 2b = 2 cos(a (1 - t) + b t + b) * sin((a - b)(1 - t))
+
+so that f(0) = 0, f(1) = 1 and (for a == b or lam == 0) f(t) = t hold exactly in
+floating point, not just up to rounding; the tests check the two forms agree.
+
+A setting is valid when the map never folds (f' >= 0 on [0, 1]).
+
+What the module names mean (checked numerically, see ``tests/test_deformation.py``)
+-----------------------------------------------------------------------------------
+With a = 0, b = 1 the warp has one interior fixed point t* = (pi - 2) / 2 ~= 0.571
+(where sin 2t = sin 2), not the centre 0.5, and f(0) = 0, f(1) = 1 always:
+
+- lam = 2.1 ("expansion", HE/VE and the released x axis): f(t) < t on (0, t*) and
+  f(t) > t on (t*, 1), so content moves away from t*. The middle is stretched (f' up to
+  ~1.51 near t = 0.54) and both borders squeezed (f'(0) ~= 0.045, f'(1) ~= 0.126; the
+  warp is only barely non-folding). A sketch with margins gets wider: [0.2, 0.8] ->
+  [0.091, 0.876].
+- lam = -4.1 ("compression", HC/VC and the released y axis): f(t) > t on (0, t*) and
+  f(t) < t on (t*, 1), so content is pulled towards t*. The middle is crushed
+  (f' ~= 0.0125 at t ~= 0.54, again barely non-folding) and the borders stretched
+  (f'(0) ~= 2.86, f'(1) ~= 2.71). A sketch with margins gets much narrower:
+  [0.2, 0.8] -> [0.413, 0.652].
+
+So the names are honest about what happens to the extent of a sketch that has margins,
+but misleading in three ways a user should know: (1) the maps are not centred on 0.5,
+so the sketch also shifts (HE moves the box [0.2, 0.8] left, centre 0.5 -> 0.483; HC
+moves it right, centre 0.5 -> 0.533); (2) they are not uniform scalings - locally
+"expansion" squeezes the borders and "compression" stretches them; (3) a sketch that
+already touches both ends of the axis keeps its extent exactly (f(0) = 0, f(1) = 1), so
+on strokes normalised to fill the unit square the larger axis is never expanded or
+compressed overall, only redistributed.
+
+The paper's figure shows such modules but does not publish their settings; HE, VE, HC
+and VC here reuse the released code's two one-axis settings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: A warp folds when its minimum slope on [0, 1] is below ``-FOLD_TOLERANCE``. The slope
+#: is evaluated in float64 (rounding ~1e-15 * (1 + |lam|)); the tolerance keeps a warp
+#: whose slope only touches zero (still monotone) from being flagged by rounding, while
+#: real folds (the released stroke settings reach -1.1 and -1.7) are far below it.
+FOLD_TOLERANCE: float = 1e-9
+
+#: Default number of grid points for ``AxisWarp.min_slope`` (both endpoints included).
+SLOPE_GRID: int = 10001
+
+T = TypeVar("T", float, np.ndarray, Tensor)
+
+
+def _trig(t: object) -> tuple[Callable, Callable]:
+    """(sin, cos) of the library that owns t: torch for tensors, numpy otherwise."""
+    if isinstance(t, Tensor):
+        return torch.sin, torch.cos
+    return np.sin, np.cos
+
+
+def _as_input(t: T) -> T | np.ndarray:
+    """Python numbers and sequences become float64 numpy values; arrays/tensors pass."""
+    if isinstance(t, (Tensor, np.ndarray)):
+        return t
+    return np.asarray(t, dtype=np.float64)
+
+
+def _as_output(t_in: object, value: object) -> object:
+    """Give a Python float back for a Python number, the computed value otherwise."""
+    if isinstance(t_in, (int, float)):
+        return float(value)  # type: ignore[arg-type]
+    return value
+
+
+@lru_cache(maxsize=256)
+def _slope_minimum(lam: float, a: float, b: float, n: int) -> tuple[float, float]:
+    """(min f', argmin t) on an n-point grid of [0, 1], refined around the grid minimum."""
+    warp = AxisWarp(lam, a, b)
+    grid = np.linspace(0.0, 1.0, n)
+    slopes = warp.df(grid)
+    i = int(np.argmin(slopes))
+    # Refine between the neighbours of the grid minimum so value and location are exact
+    # beyond the grid step. f' oscillates like cos(2 (b - a) t): the default 10001-point
+    # grid resolves that for |b - a| up to several hundred; wilder settings need larger n.
+    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, n - 1)]
+    fine = np.linspace(lo, hi, 1001)
+    fine_slopes = warp.df(fine)
+    j = int(np.argmin(fine_slopes))
+    if fine_slopes[j] < slopes[i]:
+        return float(fine_slopes[j]), float(fine[j])
+    return float(slopes[i]), float(grid[i])
+
+
+@dataclass(frozen=True)
+class AxisWarp:
+    """The warp f of one normalised axis, parameters (lam, a, b) as in the paper.
+
+    ``AxisWarp()`` (all zero) is the identity. Instances are hashable, so index maps can
+    be cached per warp.
+    """
+
+    lam: float = 0.0
+    a: float = 0.0
+    b: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("lam", "a", "b"):
+            value = getattr(self, name)
+            real = isinstance(value, (int, float, np.floating, np.integer))
+            if isinstance(value, bool) or not real:
+                raise ValueError(f"AxisWarp: {name} must be a real number, got {value!r}")
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"AxisWarp: {name} must be finite, got {value!r}")
+            object.__setattr__(self, name, value + 0.0)  # +0.0 turns -0.0 into 0.0
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def from_released_stroke_order(cls, lam: float, a: float, b: float) -> "AxisWarp":
+        """The warp the released *stroke* code built from a triple written (lam, a, b).
+
+        The released raster code reads the triple as (lam, a, b); the released stroke
+        code reads the very same numbers as (a, b, lam). Feeding it the written triple
+        (lam, a, b) therefore gives AxisWarp(lam=b, a=lam, b=a): e.g. (2.1, 0, 1) becomes
+        lam = 1, a = 2.1, b = 0, a different map that folds.
+        """
+        return cls(lam=b, a=lam, b=a)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def is_identity(self) -> bool:
+        """True when f(t) = t for every t (a == b or lam == 0)."""
+        return self.a == self.b or self.lam == 0.0
+
+    @property
+    def params(self) -> tuple[float, float, float]:
+        """The triple (lam, a, b)."""
+        return (self.lam, self.a, self.b)
+
+    # ------------------------------------------------------------------ evaluation
+    def _sine_difference(self, x: T, sin: Callable, cos: Callable) -> T:
+        """sin g(x) - sin 2b as 2 cos(a(1-x) + bx + b) sin((a-b)(1-x)): exactly 0 at
+        x = 1 and when a == b."""
+        mean = self.a * (1.0 - x) + self.b * x + self.b
+        return 2.0 * cos(mean) * sin((self.a - self.b) * (1.0 - x))
+
+    def f(self, t: T) -> T:
+        """The warped coordinate f(t), elementwise.
+
+        Args:
+            t: a Python number, a numpy array or a torch tensor (any shape).
+
+        Returns:
+            Same kind and shape as t (a Python float for a number; numpy float64 for
+            sequences; a tensor of t's dtype for tensors).
+        """
+        x = _as_input(t)
+        sin, cos = _trig(x)
+        diff = self._sine_difference(x, sin, cos)
+        return _as_output(t, x + (0.5 * self.lam) * x * diff)  # type: ignore[return-value]
+
+    def df(self, t: T) -> T:
+        """The slope f'(t), elementwise (same input kinds as ``f``)."""
+        x = _as_input(t)
+        sin, cos = _trig(x)
+        g = 2.0 * (self.a * (1.0 - x) + self.b * x)
+        diff = self._sine_difference(x, sin, cos)
+        slope = 1.0 + (0.5 * self.lam) * diff + self.lam * x * (self.b - self.a) * cos(g)
+        return _as_output(t, slope)  # type: ignore[return-value]
+
+    def slope_minimum(self, n: int = SLOPE_GRID) -> tuple[float, float]:
+        """(min f', the t where it occurs) on an n-point grid of [0, 1] with both
+        endpoints, refined on a 1001-point grid between the minimum's neighbours."""
+        if n < 2:
+            raise ValueError(f"AxisWarp.slope_minimum: need n >= 2 grid points, got {n}")
+        return _slope_minimum(self.lam, self.a, self.b, int(n))
+
+    def min_slope(self, n: int = SLOPE_GRID) -> float:
+        """Minimum of f' over [0, 1] (see ``slope_minimum``)."""
+        return self.slope_minimum(n)[0]
+
+    @property
+    def folds(self) -> bool:
+        """True when f' < -FOLD_TOLERANCE somewhere on [0, 1] (the map is not monotone)."""
+        return self.min_slope() < -FOLD_TOLERANCE
+
+    def __str__(self) -> str:
+        return f"(lam={self.lam:g}, a={self.a:g}, b={self.b:g})"
+
+
+IDENTITY: AxisWarp = AxisWarp()
+
+
+@dataclass(frozen=True)
+class DeformationModule:
+    """A named pair of axis warps: x (columns / horizontal) and y (rows / vertical).
+
+    Construction raises ValueError if either warp folds, unless ``allow_folding``.
+    """
+
+    name: str
+    x: AxisWarp = field(default=IDENTITY)
+    y: AxisWarp = field(default=IDENTITY)
+    allow_folding: bool = False
+
+    def __post_init__(self) -> None:
+        for axis, warp in self.axes():
+            if not isinstance(warp, AxisWarp):
+                raise ValueError(
+                    f"deformation module {self.name!r}: {axis} must be an AxisWarp, got {warp!r}"
+                )
+        if self.allow_folding:
+            return
+        problem = self.fold_report()
+        if problem:
+            raise ValueError(
+                f"deformation module {self.name!r}: {problem}; "
+                "pass allow_folding=True to use it anyway"
+            )
+
+    def fold_report(self) -> str:
+        """One line naming the first folding axis, its (lam, a, b), the min slope and
+        where; "" when neither axis folds."""
+        for axis, warp in self.axes():
+            if warp.folds:
+                slope, where = warp.slope_minimum()
+                return (
+                    f"{axis} axis warp {warp} folds "
+                    f"(min f'(t) = {slope:.4g} at t = {where:.4f} < 0)"
+                )
+        return ""
+
+    def axes(self) -> tuple[tuple[str, AxisWarp], tuple[str, AxisWarp]]:
+        """(("x", x_warp), ("y", y_warp))."""
+        return (("x", self.x), ("y", self.y))
+
+    @property
+    def is_identity(self) -> bool:
+        """True when both axes are the identity."""
+        return self.x.is_identity and self.y.is_identity
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """{"x": [lam, a, b], "y": [lam, a, b]} (JSON-serialisable)."""
+        return {axis: list(warp.params) for axis, warp in self.axes()}
+
+
+#: The released code's one setting per axis. 2.1 / -4.1 are its numbers, kept here once.
+EXPAND: AxisWarp = AxisWarp(lam=2.1, a=0.0, b=1.0)
+COMPRESS: AxisWarp = AxisWarp(lam=-4.1, a=0.0, b=1.0)
+
+#: Named deformation modules. "released" is the released code's one deformation
+#: (commented there as horizontal expansion with vertical compression); the four
+#: one-axis modules follow the paper's figure labels. See the module docstring for how
+#: well the names describe the maps.
+DEFORMATION_MODULES: dict[str, DeformationModule] = {
+    "released": DeformationModule("released", x=EXPAND, y=COMPRESS),
+    "HE": DeformationModule("HE", x=EXPAND),
+    "VE": DeformationModule("VE", y=EXPAND),
+    "HC": DeformationModule("HC", x=COMPRESS),
+    "VC": DeformationModule("VC", y=COMPRESS),
+}
