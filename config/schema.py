@@ -1,0 +1,222 @@
+"""Typed experiment configuration.
+
+A config module (``config/<name>.py``) defines ``CONFIG``, a plain nested dict. ``from_dict``
+turns it into an :class:`ExperimentConfig` and refuses, with one line, anything it does not
+understand: an unknown key, a value of the wrong type, an unknown choice. Checks that need
+other packages (does the head match the pretext task? does the model name exist?) are made
+by ``engine.build`` before training starts, because ``config`` is a leaf package.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run. The message is one line meant for the user."""
+
+
+@dataclass
+class DataConfig:
+    """Where sketches come from and how they are turned into network inputs."""
+
+    source: str = "synthetic"  # "synthetic" (built-in generator) or "store" (prepared Quick, Draw!)
+    path: Optional[str] = None  # directory of a prepared store (source == "store")
+    modality: str = "raster"  # "raster" (CNN) or "stroke" (TCN)
+    image_size: int = 224  # raster side in pixels (paper: 224)
+    line_width: float = 3.0  # pen width in 256-box units, scaled with image_size
+    max_points: int = 100  # stroke tensor rows (paper: 100)
+    center: bool = True  # centre drawings in the box (removes the top-left alignment shortcut)
+    num_classes: int = 12  # synthetic classes used (a store defines its own)
+    train_per_class: int = 200  # pretext training sketches per class (synthetic)
+    val_per_class: int = 20  # pretext validation sketches per class (synthetic)
+    query_per_class: int = 10  # retrieval queries per class (synthetic)
+    gallery_per_class: int = 50  # retrieval gallery per class (synthetic)
+    seed: int = 0  # synthetic generator seed (independent of the training seed)
+
+    def check(self) -> None:
+        _choice("data.source", self.source, ("synthetic", "store"))
+        _choice("data.modality", self.modality, ("raster", "stroke"))
+        if self.source == "store" and not self.path:
+            raise ConfigError("data.source is 'store' but data.path is not set (pass --data DIR)")
+        _positive("data.image_size", self.image_size)
+        _positive("data.max_points", self.max_points)
+        _positive("data.line_width", self.line_width)
+        _positive("data.num_classes", self.num_classes)
+        for name in ("train_per_class", "val_per_class", "query_per_class", "gallery_per_class"):
+            _positive(f"data.{name}", getattr(self, name))
+
+
+@dataclass
+class ModelConfig:
+    name: str = "alexnet"  # a key of models.MODELS
+    # Size of the output head. None: sized from the task (4 rotation, 2 deformation, the
+    # number of data classes for supervised); an explicit value must match the task.
+    num_classes: Optional[int] = None
+    params: dict = field(default_factory=dict)  # constructor keyword arguments
+
+    def check(self) -> None:
+        if self.num_classes is not None:
+            _positive("model.num_classes", self.num_classes)
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "rotation"  # a key of algorithms.ALGORITHMS
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # "sgd" or "adam"
+    # Learning rate by epoch as [[first_epoch, lr], ...] (epochs count from 1). This is the
+    # value in effect: the released configs carried an initial lr that the schedule
+    # overwrote before the first step, so we keep only the schedule.
+    lr_schedule: list = field(default_factory=lambda: [[1, 0.01]])
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+
+    def check(self) -> None:
+        _choice("optim.name", self.name, ("sgd", "adam"))
+        sched = self.lr_schedule
+        if not sched or not all(isinstance(s, (list, tuple)) and len(s) == 2 for s in sched):
+            raise ConfigError("optim.lr_schedule must be a non-empty list of [first_epoch, lr] pairs")
+        epochs = [s[0] for s in sched]
+        if epochs[0] != 1 or any(not isinstance(e, int) for e in epochs) or epochs != sorted(set(epochs)):
+            raise ConfigError(
+                f"optim.lr_schedule epochs must be integers starting at 1 and increasing, got {epochs}"
+            )
+        if any(not isinstance(s[1], (int, float)) or s[1] <= 0 for s in sched):
+            raise ConfigError("optim.lr_schedule learning rates must be positive numbers")
+        if self.nesterov and self.name == "sgd" and self.momentum <= 0:
+            raise ConfigError("optim.nesterov needs optim.momentum > 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 256  # sketches per step; a pretext task turns them into more inputs
+    workers: int = 0  # DataLoader worker processes
+    seed: int = 0
+    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda", "cuda:N"
+    out: str = "experiments"  # runs go to <out>/<experiment name>/
+    max_steps_per_epoch: Optional[int] = None  # cap for quick runs and tests
+    log_every: int = 10  # TensorBoard scalar interval, in steps
+
+    def check(self) -> None:
+        _positive("train.epochs", self.epochs)
+        _positive("train.batch_size", self.batch_size)
+        if self.workers < 0:
+            raise ConfigError(f"train.workers must be >= 0, got {self.workers}")
+        if self.max_steps_per_epoch is not None:
+            _positive("train.max_steps_per_epoch", self.max_steps_per_epoch)
+        _positive("train.log_every", self.log_every)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+
+
+@dataclass
+class EvalConfig:
+    feature: Optional[str] = None  # layer read out for retrieval; None: the model's default
+    metric: str = "cosine"  # "cosine" or "euclidean"
+    topk: list = field(default_factory=lambda: [1, 10, 100])
+    batch_size: int = 256
+
+    def check(self) -> None:
+        _choice("eval.metric", self.metric, ("cosine", "euclidean"))
+        if not self.topk or any(not isinstance(k, int) or k < 1 for k in self.topk):
+            raise ConfigError(f"eval.topk must be a list of positive integers, got {self.topk}")
+        _positive("eval.batch_size", self.batch_size)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str
+    branch: str  # "cnn" or "tcn": which entry point runs it
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def check(self) -> None:
+        _choice("branch", self.branch, ("cnn", "tcn"))
+        want = "raster" if self.branch == "cnn" else "stroke"
+        if self.data.modality != want:
+            raise ConfigError(
+                f"experiment '{self.name}' is a {self.branch.upper()} experiment but "
+                f"data.modality is '{self.data.modality}' (expected '{want}')"
+            )
+        for section in (self.data, self.model, self.optim, self.train, self.eval):
+            section.check()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def from_dict(raw: dict, where: str = "config") -> ExperimentConfig:
+    """Build and check an :class:`ExperimentConfig` from a nested dict (strict)."""
+    cfg = _build(ExperimentConfig, raw, where)
+    cfg.check()
+    return cfg
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        path = f"{where}.{name}" if where != "config" else name
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, path)
+        else:
+            kwargs[name] = _coerce(value, hint, path)
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint; ints are accepted where floats are."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected int, got bool {value!r}")
+    base = origin or hint
+    if base in (list, tuple) and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, base):
+        raise ConfigError(f"{where}: expected {base.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _choice(where: str, value: str, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where} must be one of {', '.join(choices)}; got '{value}'")
+
+
+def _positive(where: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where} must be positive, got {value}")

@@ -1,0 +1,99 @@
+"""Config modules load, values match the released code, and bad configs are refused."""
+
+import pytest
+
+from config import ConfigError, available_experiments, load_config, load_raw
+from config.schema import from_dict
+from engine.cli import parse_set
+from utils.schedule import lr_at
+
+PAPER = ["cnn_rotation", "cnn_deform", "tcn_rotation", "tcn_deform"]
+REQUIRED = PAPER + [
+    "cnn_rotation_resnet", "tcn_rotation_dilated", "tcn_deform_dilated", "cnn_supervised", "tcn_supervised"
+]
+
+
+def test_every_required_experiment_exists_and_loads():
+    assert set(REQUIRED) <= set(available_experiments())
+    for name in available_experiments():
+        cfg = load_config(name)
+        assert cfg.name == name
+
+
+@pytest.mark.parametrize("name", ["cnn_rotation", "cnn_deform"])
+def test_cnn_values_that_ran_in_released_code(name):
+    cfg = load_config(name)
+    assert (cfg.optim.name, cfg.optim.momentum, cfg.optim.nesterov, cfg.optim.weight_decay) == ("sgd", 0.9, True, 5e-4)
+    assert (cfg.train.batch_size, cfg.train.epochs) == (256, 10)
+    lrs = [lr_at(cfg.optim.lr_schedule, e) for e in range(1, 11)]
+    assert lrs == [0.01] * 5 + [1e-3] * 2 + [1e-4] * 2 + [1e-5]
+    assert cfg.model.name == "alexnet" and cfg.data.image_size == 224
+
+
+@pytest.mark.parametrize("name", ["tcn_rotation", "tcn_deform"])
+def test_tcn_values_that_ran_in_released_code(name):
+    cfg = load_config(name)
+    assert cfg.optim.name == "adam"
+    assert (cfg.train.batch_size, cfg.train.epochs) == (512, 10)
+    assert [lr_at(cfg.optim.lr_schedule, e) for e in range(1, 11)] == [1e-3] * 5 + [1e-4] * 5
+    assert cfg.model.name == "tcn" and cfg.data.max_points == 100
+
+
+def test_heads_sized_for_their_task():
+    assert load_config("cnn_rotation").model.num_classes == 4
+    assert load_config("tcn_rotation").model.num_classes == 4  # the released config had 2
+    assert load_config("cnn_deform").model.num_classes == 2  # the released config had 4
+    assert load_config("tcn_deform").model.num_classes == 2
+
+
+def test_unknown_key_is_refused_with_its_name():
+    raw = load_raw("cnn_rotation")
+    raw["train"]["epochz"] = 3
+    with pytest.raises(ConfigError, match="unknown key 'epochz'"):
+        from_dict(raw)
+
+
+def test_wrong_type_is_refused():
+    with pytest.raises(ConfigError, match="train.epochs: expected int, got str"):
+        load_config("cnn_rotation", {"train.epochs": "ten"})
+    with pytest.raises(ConfigError, match="expected int, got bool"):
+        load_config("cnn_rotation", {"train.batch_size": True})
+    # ints are fine where floats are expected
+    assert load_config("cnn_rotation", {"data.line_width": 2}).data.line_width == 2.0
+
+
+def test_unknown_experiment_lists_known_ones():
+    with pytest.raises(ConfigError, match="unknown experiment 'cnn_rotaton'; known: .*cnn_rotation"):
+        load_config("cnn_rotaton")
+
+
+def test_store_source_needs_a_path():
+    with pytest.raises(ConfigError, match="data.path is not set"):
+        load_config("cnn_rotation", {"data.source": "store"})
+
+
+def test_branch_and_modality_must_agree():
+    with pytest.raises(ConfigError, match="CNN experiment but data.modality is 'stroke'"):
+        load_config("cnn_rotation", {"data.modality": "stroke"})
+
+
+def test_bad_schedule_and_choices():
+    with pytest.raises(ConfigError, match="starting at 1"):
+        load_config("cnn_rotation", {"optim.lr_schedule": [[2, 0.1]]})
+    with pytest.raises(ConfigError, match="optim.name must be one of sgd, adam"):
+        load_config("cnn_rotation", {"optim.name": "rmsprop"})
+    with pytest.raises(ConfigError, match="train.device must be"):
+        load_config("cnn_rotation", {"train.device": "tpu"})
+
+
+def test_parse_set_reads_literals():
+    assert parse_set(["a.b=3", "c=False", "d=[1, 2]", "e=cnn"]) == {"a.b": 3, "c": False, "d": [1, 2], "e": "cnn"}
+    with pytest.raises(ConfigError):
+        parse_set(["novalue"])
+
+
+def test_lr_at_table():
+    sched = [[1, 0.1], [3, 0.01]]
+    assert [lr_at(sched, e) for e in (1, 2, 3, 7)] == [0.1, 0.1, 0.01, 0.01]
+    with pytest.raises(ValueError):
+        lr_at(sched, 0)

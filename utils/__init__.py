@@ -1,0 +1,1 @@
+"""Small single-purpose helpers: schedule, checkpoints, meters, retrieval metrics, RNG, device."""
