@@ -1,0 +1,106 @@
+"""Command lines of the entry points. Errors a user can fix are one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from typing import Callable, Sequence
+
+from config import ConfigError, ExperimentConfig, available_experiments, load_config
+from utils.checkpoint import CheckpointError
+from utils.device import DeviceError
+
+USER_ERRORS = (ConfigError, CheckpointError, DeviceError, FloatingPointError, FileNotFoundError)
+
+
+def parse_set(items: Sequence[str]) -> dict:
+    """``["train.epochs=3", "data.center=False"]`` -> ``{"train.epochs": 3, "data.center": False}``.
+    Values are Python literals; anything else is kept as a string."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def train_parser(branch: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"train_{branch}.py",
+        description=f"Pretrain a {branch.upper()} on a sketch pretext task. Experiments: "
+        + ", ".join(available_experiments()),
+    )
+    p.add_argument("--exp", required=True, help="experiment name: config/NAME.py")
+    p.add_argument("--epochs", type=int, help="train.epochs")
+    p.add_argument("--batch-size", type=int, help="train.batch_size (sketches per step)")
+    p.add_argument("--data", help="prepared Quick, Draw! store directory (default: built-in synthetic sketches)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (default auto: CUDA when available)")
+    p.add_argument("--out", help="folder for experiment outputs (default experiments/)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--max-steps", type=int, help="cap on steps per epoch (quick runs)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/NAME/last.pt")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set data.image_size=64 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    over = {}
+    simple = {
+        "epochs": "train.epochs",
+        "batch_size": "train.batch_size",
+        "device": "train.device",
+        "out": "train.out",
+        "workers": "train.workers",
+        "seed": "train.seed",
+        "max_steps": "train.max_steps_per_epoch",
+    }
+    for arg, key in simple.items():
+        value = getattr(args, arg)
+        if value is not None:
+            over[key] = value
+    if args.data is not None:
+        over["data.source"] = "store"
+        over["data.path"] = args.data
+    over.update(parse_set(args.set))
+    return over
+
+
+def load_for_branch(name: str, branch: str, overrides: dict) -> ExperimentConfig:
+    cfg = load_config(name, overrides)
+    if cfg.branch != branch:
+        raise ConfigError(
+            f"experiment '{name}' is a {cfg.branch.upper()} experiment; run it with train_{cfg.branch}.py"
+        )
+    return cfg
+
+
+def run_cli(fn: Callable[[], int | None]) -> int:
+    """Run ``fn``; turn the errors a user can act on into one line and exit status 2."""
+    try:
+        return fn() or 0
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def train_main(branch: str, argv: Sequence[str] | None = None) -> int:
+    from engine.trainer import Trainer
+
+    args = train_parser(branch).parse_args(argv)
+
+    def go() -> None:
+        cfg = load_for_branch(args.exp, branch, overrides_from_args(args))
+        Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
+
+    return run_cli(go)
