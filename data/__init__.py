@@ -3,13 +3,19 @@
 Layers (each imports only the ones above it): :mod:`data.sketch` (the :class:`Sketch`
 type and its geometry) -> :mod:`data.render`, :mod:`data.strokes` (raster and stroke
 tensor encodings) -> :mod:`data.synthetic` (a built-in sketch source) ->
-:mod:`data.datasets` (torch Datasets over any sketch source). Nothing here imports other
-project packages.
+:mod:`data.datasets` (torch Datasets over any sketch source). Real Quick, Draw! data:
+:mod:`data.simplify` (Google's simplification of raw drawings) -> :mod:`data.formats`
+(the four public file formats) -> :mod:`data.store` (the packed memory-mapped store, a
+sketch source) -> :mod:`data.prepare` (``python -m data.prepare``: files -> store; not
+imported here, so that ``-m`` runs it cleanly). Nothing here imports other project packages.
 """
 
 from .datasets import RasterDataset, StrokeDataset
+from .formats import FormatError, Report, categories, read_binary, read_ndjson, read_npz, read_sketches
 from .render import line_thickness, render
+from .simplify import simplify_raw
 from .sketch import BOX, Sketch, bounds, fit_to_box, num_points, rotate_quarter, validate_strokes
+from .store import StoreError, StoreSketches
 from .strokes import from_stroke_tensor, rdp, to_stroke_tensor, valid_rows
 from .synthetic import SPLIT_ID, SYNTHETIC_CLASSES, SyntheticSketches, draw_synthetic, save_preview
 
@@ -34,4 +40,14 @@ __all__ = [
     "save_preview",
     "RasterDataset",
     "StrokeDataset",
+    "FormatError",
+    "Report",
+    "categories",
+    "read_ndjson",
+    "read_binary",
+    "read_npz",
+    "read_sketches",
+    "simplify_raw",
+    "StoreError",
+    "StoreSketches",
 ]

@@ -15,6 +15,7 @@ import algorithms
 import models
 from config import ConfigError, ExperimentConfig
 from data.datasets import RasterDataset, StrokeDataset
+from data.store import StoreError, StoreSketches, read_meta
 from data.synthetic import SyntheticSketches
 
 SPLITS = ("train", "val", "query", "gallery")
@@ -30,13 +31,16 @@ def build_source(cfg: ExperimentConfig, split: str):
         return SyntheticSketches(
             split, per_class=getattr(d, f"{split}_per_class"), num_classes=d.num_classes, seed=d.seed
         )
-    path = Path(d.path)
-    if not path.exists():
-        raise ConfigError(f"data path {path} does not exist")
-    raise ConfigError(
-        f"data path {path}: reading a prepared Quick, Draw! store is not available yet "
-        "(tracked by the real-data issue); use the built-in synthetic sketches"
-    )
+    try:
+        source = StoreSketches(d.path, split)
+    except StoreError as err:
+        raise ConfigError(str(err)) from None
+    if len(source) == 0:
+        raise ConfigError(
+            f"split '{split}' of store {d.path} is empty (prepare the store with more sketches per class, "
+            "see python -m data.prepare --per-class)"
+        )
+    return source
 
 
 def build_dataset(cfg: ExperimentConfig, split: str) -> torch.utils.data.Dataset:
@@ -50,6 +54,13 @@ def build_dataset(cfg: ExperimentConfig, split: str) -> torch.utils.data.Dataset
 
 
 def num_data_classes(cfg: ExperimentConfig) -> int:
+    """Classes of the data: ``data.num_classes`` for synthetic data, the store's own count
+    (from its ``meta.json``) for a prepared store."""
+    if cfg.data.source == "store":
+        try:
+            return int(read_meta(cfg.data.path)["num_classes"])
+        except StoreError as err:
+            raise ConfigError(str(err)) from None
     return cfg.data.num_classes
 
 

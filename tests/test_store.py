@@ -1,0 +1,396 @@
+"""Prepare and the packed store on the real shared sample: deterministic hash splits that do
+not depend on file order, de-duplication, short classes, bad input in a whole run, atomic
+writes, cheap opening and pickling, and the engine reading a store."""
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from config import ConfigError, load_config
+from data.formats import read_sketches
+from data.prepare import DEFAULT_PER_CLASS, main as prepare_main, prepare, split_counts
+from data.store import STORE_SPLITS, StoreError, StoreSketches, StoreWriter, read_meta
+from data.datasets import RasterDataset, StrokeDataset
+from engine import build
+
+QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
+
+pytestmark = pytest.mark.skipif(
+    not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}"
+)
+
+CLASSES = ["apple", "dog", "The Eiffel Tower", "face"]
+SMALL = {"train": 10, "val": 3, "query": 2, "gallery": 5}
+
+
+def _prepare(out, sources=(QUICKDRAW,), classes=CLASSES, per_class=SMALL, seed=0, workers=1):
+    return prepare(list(sources), out, per_class=dict(per_class), seed=seed, classes=classes,
+                   workers=workers, progress=False, log=lambda _: None)
+
+
+def _split_keys(store) -> dict[str, list[str]]:
+    out = {}
+    for split in STORE_SPLITS:
+        keys = np.load(Path(store) / split / "key_ids.npy")
+        out[split] = [k.decode() for k in keys]
+    return out
+
+
+def _files(store) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(Path(store).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    out = tmp_path_factory.mktemp("qd") / "store"
+    _prepare(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- contents
+
+
+def test_store_holds_the_parsed_sketches_with_labels(store):
+    meta = read_meta(store)
+    assert meta["class_names"] == ["apple", "dog", "face", "The Eiffel Tower"]  # Google's order
+    # The copy kept for a key_id: simplified ndjson, else .bin, else raw, else npz.
+    expected: dict[str, object] = {}
+    for kind in ("sketchrnn_npz", "raw", "binary", "simplified"):
+        for name in CLASSES:
+            for f in (QUICKDRAW / kind).glob(f"{name}.*"):
+                for s in read_sketches(f):
+                    expected[s.key_id] = s
+    seen = set()
+    for split in STORE_SPLITS:
+        src = StoreSketches(store, split)
+        assert len(src) == meta["splits"][split]["sketches"] > 0
+        assert src.labels.dtype == np.int64 and src.num_classes == 4
+        assert src.class_names == tuple(meta["class_names"])
+        assert list(src.labels) == sorted(src.labels)  # class-major order
+        for i in range(len(src)):
+            s = src[i]
+            assert isinstance(s.key_id, str) and isinstance(s.label, int) and s.label == src.labels[i]
+            ref = expected[s.key_id]
+            assert len(s.strokes) == len(ref.strokes)
+            for a, b in zip(s.strokes, ref.strokes):
+                np.testing.assert_array_equal(a, b)
+            assert s.key_id not in seen  # no sketch in two splits
+            seen.add(s.key_id)
+        assert src[-1].key_id == src[len(src) - 1].key_id
+        with pytest.raises(IndexError):
+            src[len(src)]
+    report = json.loads((store / "report.json").read_text())
+    assert report["classes"]["dog"]["indexed"] == 39  # bin 39 records; ndjson ones are duplicates
+    assert report["classes"]["dog"]["duplicates"] > 0
+    # face: 2500 sketch-rnn sketches + its ndjson drawings, so every split is full.
+    per_class = {s: meta["splits"][s]["per_class"][2] for s in STORE_SPLITS}
+    assert per_class == SMALL
+
+
+def _hash(seed, key):
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest(), "big")
+
+
+def test_split_assignment_is_the_documented_hash_rule(store):
+    keys = _split_keys(store)
+    meta = read_meta(store)
+    report = json.loads((store / "report.json").read_text())
+    for label, name in enumerate(meta["class_names"]):
+        ids = set()
+        for f in report["classes"][name]["files"]:
+            ids.update(s.key_id for s in read_sketches(f))
+        ranked = sorted(ids, key=lambda k: (_hash(0, k), k))
+        counts = split_counts(len(ranked), SMALL)
+        start = 0
+        labels = {s: np.load(store / s / "labels.npy") for s in STORE_SPLITS}
+        for split in ("query", "gallery", "val", "train"):
+            want = ranked[start : start + counts[split]]
+            start += counts[split]
+            got = [k for k, lab in zip(keys[split], labels[split]) if lab == label]
+            assert got == want, (name, split)
+
+
+def test_split_does_not_depend_on_file_order_and_repeats_exactly(tmp_path, store):
+    # The same files reached another way: other folder names, listed in reverse, and the
+    # apple drawings in reversed line order.
+    a, b = tmp_path / "zzz_first", tmp_path / "aaa_second"
+    a.mkdir()
+    b.mkdir()
+    for name in CLASSES:
+        for kind, folder in (("simplified", a), ("raw", b), ("binary", a), ("sketchrnn_npz", a)):
+            for f in (QUICKDRAW / kind).glob(f"{name}.*"):
+                if not (kind == "simplified" and name == "apple"):
+                    os.symlink(f, folder / f.name)
+    lines = (QUICKDRAW / "simplified" / "apple.ndjson").read_text().splitlines(keepends=True)
+    (a / "apple.ndjson").write_text("".join(reversed(lines)))
+    other = tmp_path / "other"
+    _prepare(other, sources=[b, a], classes=list(reversed(CLASSES)))
+    assert _split_keys(other) == _split_keys(store)
+    for split in STORE_SPLITS:
+        for name in ("points", "offsets", "labels"):
+            assert (other / split / f"{name}.npy").read_bytes() == (store / split / f"{name}.npy").read_bytes()
+    assert read_meta(other)["content_sha256"] == read_meta(store)["content_sha256"]
+    # Repeating the run (here with two worker processes) gives the same bytes, report.json
+    # included (no times, no host names).
+    again = tmp_path / "again"
+    _prepare(again, workers=2)
+    assert _files(again) == _files(store)
+    # Another seed is another assignment.
+    seeded = tmp_path / "seeded"
+    _prepare(seeded, seed=1)
+    assert _split_keys(seeded)["train"] != _split_keys(store)["train"]
+    assert read_meta(seeded)["content_sha256"] != read_meta(store)["content_sha256"]
+
+
+def test_short_class_is_split_in_proportion_and_reported(store):
+    assert split_counts(20, SMALL) == SMALL
+    assert split_counts(100, SMALL) == SMALL
+    assert split_counts(15, DEFAULT_PER_CLASS) == {"train": 12, "val": 2, "query": 0, "gallery": 1}
+    assert split_counts(10, SMALL) == {"train": 5, "val": 2, "query": 1, "gallery": 2}
+    assert split_counts(0, SMALL) == {s: 0 for s in STORE_SPLITS}
+    for n in range(40):
+        assert sum(split_counts(n, SMALL).values()) == min(n, 20)
+    report = json.loads((store / "report.json").read_text())
+    eiffel = report["short_classes"]["The Eiffel Tower"]
+    assert eiffel["asked"] == 20 and eiffel["usable"] < 20
+    assert eiffel["split"] == split_counts(eiffel["usable"], SMALL)
+    meta = read_meta(store)
+    assert [meta["splits"][s]["per_class"][3] for s in STORE_SPLITS] == [eiffel["split"][s] for s in STORE_SPLITS]
+    assert "apple" not in report["short_classes"]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _bad_source(tmp_path) -> Path:
+    src = tmp_path / "src"
+    src.mkdir()
+    lines = (QUICKDRAW / "simplified" / "apple.ndjson").read_text().splitlines()[:12]
+    bad = [
+        '{"word": "apple", "key_id": "91", "drawing": [[[0, 1], [0, 1]]',  # malformed JSON
+        json.dumps({"word": "apple", "key_id": "92", "drawing": []}),
+        json.dumps({"word": "apple", "key_id": "93", "drawing": [[[0, 1, 2], [0, 1]]]}),
+        json.dumps({"word": "apple", "key_id": "94", "drawing": [[[0, 300], [0, 1]]]}),
+    ]
+    (src / "apple.ndjson").write_text("\n".join(lines[:3] + bad[:2] + lines[3:8] + bad[2:] + lines[8:]) + "\n")
+    data = (QUICKDRAW / "binary" / "dog.bin").read_bytes()
+    (src / "dog.bin").write_bytes(data[: len(data) - 10])  # cut inside the last record
+    return src
+
+
+def test_bad_records_are_skipped_reported_and_good_ones_kept(tmp_path, capsys):
+    src = _bad_source(tmp_path)
+    out = tmp_path / "store"
+    assert prepare_main(["--src", str(src), "--out", str(out), "--per-class",
+                         "train=30,val=5,query=5,gallery=10", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped 5 bad record(s)" in printed
+    report = json.loads((out / "report.json").read_text())["bad_records"]
+    assert report["by_reason"] == {
+        "malformed JSON": 1, "empty drawing": 1, "stroke lengths differ": 1,
+        "coordinate outside 0..255": 1, "truncated record": 1,
+    }
+    where = {(Path(p["path"]).name, p["where"], p["kind"]) for p in report["listed"]}
+    assert where == {
+        ("apple.ndjson", "line 4", "malformed JSON"), ("apple.ndjson", "line 5", "empty drawing"),
+        ("apple.ndjson", "line 11", "stroke lengths differ"), ("apple.ndjson", "line 12", "coordinate outside 0..255"),
+        ("dog.bin", "record 39 at byte 6158", "truncated record"),
+    }
+    meta = read_meta(out)
+    totals = np.sum([meta["splits"][s]["per_class"] for s in STORE_SPLITS], axis=0)
+    assert totals.tolist() == [12, 38]  # every good apple line and the 38 whole dog records
+
+
+def test_corrupt_npz_stops_prepare_and_keeps_the_old_store(tmp_path, capsys):
+    src = _bad_source(tmp_path)
+    out = tmp_path / "store"
+    assert prepare_main(["--src", str(src), "--out", str(out), "--no-progress"]) == 0
+    before = _files(out)
+    (src / "pig.npz").write_bytes((QUICKDRAW / "sketchrnn_npz" / "pig.npz").read_bytes()[:5000])
+    capsys.readouterr()
+    assert prepare_main(["--src", str(src), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pig.npz" in err and "corrupt .npz" in err
+    assert _files(out) == before  # nothing already written is lost
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src", "store"]  # no partial left
+
+
+def test_prepare_option_errors_are_one_line(tmp_path, capsys):
+    cases = [
+        (["--src", str(tmp_path / "none"), "--out", str(tmp_path / "s")], "no such file or folder"),
+        (["--src", str(QUICKDRAW / "binary"), "--out", str(tmp_path / "s"), "--classes", "cat"], "class 'cat'"),
+        (["--src", str(QUICKDRAW / "binary"), "--out", str(tmp_path / "s"), "--per-class", "train=x"], "not an integer"),
+        (["--src", str(QUICKDRAW / "binary"), "--out", str(tmp_path / "s"), "--per-class", "test=3"], "SPLIT=N"),
+        (["--src", str(QUICKDRAW / "binary"), "--out", str(QUICKDRAW)], "not a sketch store"),
+    ]
+    for argv, message in cases:
+        assert prepare_main(argv + ["--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not (tmp_path / "s").exists()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_interrupted_prepare_leaves_old_store_or_none_and_rerun_is_identical(tmp_path, store, monkeypatch):
+    reference = _files(store)
+    out = tmp_path / "store"
+    real_append = StoreWriter.append
+    calls = {"n": 0}
+
+    def dying_append(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of writing
+        return real_append(self, *args, **kwargs)
+
+    monkeypatch.setattr(StoreWriter, "append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(out)
+    assert list(tmp_path.iterdir()) == []  # no store, no partial folder
+    monkeypatch.setattr(StoreWriter, "append", real_append)
+    _prepare(out)
+    assert _files(out) == reference
+
+    # Over an existing store: an interrupted run leaves the old one intact.
+    old = _files(out)
+    calls["n"] = 0
+    monkeypatch.setattr(StoreWriter, "append", dying_append)
+    with pytest.raises(KeyboardInterrupt):
+        _prepare(out, seed=5)
+    assert _files(out) == old and sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+    monkeypatch.setattr(StoreWriter, "append", real_append)
+
+    # A run killed outright (SIGKILL) leaves its partial folder; the next run removes it.
+    partial = tmp_path / ".store.partial"
+    (partial / "train").mkdir(parents=True)
+    (partial / "train" / "points.npy").write_bytes(b"half a store")
+    shutil.rmtree(out)
+    _prepare(out)
+    assert _files(out) == reference and not partial.exists()
+
+
+def test_writer_refuses_to_replace_a_folder_that_is_not_a_store(tmp_path):
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(StoreError, match="not a sketch store"):
+        StoreWriter(tmp_path, num_classes=3)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_store_source_pickles_cheaply_and_works_in_workers(store):
+    src = StoreSketches(store, "train")
+    assert all(isinstance(a, np.memmap) for a in src._open().values())
+    blob = pickle.dumps(src)
+    assert len(blob) < 2000  # no arrays inside, whatever the store's size
+    clone = pickle.loads(blob)
+    assert clone._arrays is None and clone[3] == src[3]
+    ds = RasterDataset(src, image_size=32)
+    one = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=0)))
+    two = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2)))
+    assert torch.equal(one[0], two[0]) and torch.equal(one[1], two[1])
+    x, y = StrokeDataset(StoreSketches(store, "query"))[0]
+    assert x.shape == (100, 4) and 0 <= y < 4
+
+
+def test_a_3_8_million_sketch_split_opens_in_well_under_a_second(tmp_path):
+    n, per = 3_829_500, 45
+    root = tmp_path / "big"
+    (root / "train").mkdir(parents=True)
+    fmt = np.lib.format
+    fmt.open_memmap(root / "train" / "points.npy", "w+", np.uint8, (n * per, 3)).flush()  # sparse
+    offsets = fmt.open_memmap(root / "train" / "offsets.npy", "w+", np.int64, (n + 1,))
+    offsets[:] = np.arange(n + 1, dtype=np.int64) * per
+    offsets.flush()
+    fmt.open_memmap(root / "train" / "labels.npy", "w+", np.int16, (n,)).flush()
+    fmt.open_memmap(root / "train" / "key_ids.npy", "w+", "S16", (n,)).flush()
+    meta = {"format": "quickdraw-sketch-store", "version": 1, "class_names": ["a"], "num_classes": 1,
+            "splits": {"train": {"sketches": n, "points": n * per}}}
+    (root / "meta.json").write_text(json.dumps(meta))
+    try:
+        t0 = time.perf_counter()
+        src = StoreSketches(root, "train")
+        last = src[n - 1]
+        opened = time.perf_counter() - t0
+        assert len(src) == n and sum(len(s) for s in last.strokes) == per
+        assert opened < 1.0, f"opening took {opened:.2f}s"
+        assert len(pickle.dumps(src)) < 2000
+        assert src.labels.shape == (n,) and src.labels.dtype == np.int64
+    finally:
+        del offsets
+        shutil.rmtree(root)  # half a gigabyte of (sparse) file
+
+
+def test_store_errors_are_one_line(tmp_path, store):
+    with pytest.raises(StoreError, match="does not exist"):
+        StoreSketches(tmp_path / "nope", "train")
+    with pytest.raises(StoreError, match="not a prepared sketch store"):
+        StoreSketches(tmp_path, "train")
+    with pytest.raises(StoreError, match="unknown split"):
+        StoreSketches(store, "test")
+    broken = tmp_path / "broken"
+    shutil.copytree(store, broken)
+    np.save(broken / "val" / "labels.npy", np.zeros(1, np.int16))
+    with pytest.raises(StoreError, match="damaged"):
+        StoreSketches(broken, "val")
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def test_engine_reads_the_store(tmp_path, store):
+    cfg = load_config("cnn_rotation", {"data.source": "store", "data.path": str(store), "data.image_size": 64})
+    assert build.num_data_classes(cfg) == 4
+    ds = build.build_dataset(cfg, "gallery")
+    assert len(ds) == read_meta(store)["splits"]["gallery"]["sketches"] and ds[0][0].shape == (1, 64, 64)
+    sup = load_config("tcn_supervised", {"data.source": "store", "data.path": str(store)})
+    assert build.head_size(sup) == 4  # the supervised head is sized from the store
+    assert build.build_dataset(sup, "train")[0][0].shape == (100, 4)
+    # A tiny store whose val split is empty: a clear error, not a crash.
+    tiny = tmp_path / "tiny"
+    _prepare(tiny, classes=["apple"], per_class={"train": 3, "val": 0, "query": 1, "gallery": 1})
+    cfg = load_config("cnn_rotation", {"data.source": "store", "data.path": str(tiny)})
+    with pytest.raises(ConfigError, match=r"split 'val' of store .*tiny is empty"):
+        build.build_source(cfg, "val")
+    cfg = load_config("cnn_rotation", {"data.source": "store", "data.path": str(tmp_path)})
+    with pytest.raises(ConfigError, match="not a prepared sketch store"):
+        build.num_data_classes(cfg)
+
+
+def test_prepare_killed_with_sigkill_then_rerun_gives_the_same_store(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    classes = sorted(f.stem for f in (QUICKDRAW / "raw").glob("*.ndjson"))[:100]
+    args = ["--src", str(QUICKDRAW / "raw"), "--classes", ",".join(classes), "--no-progress"]
+    out = tmp_path / "store"
+    partial = tmp_path / ".store.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "data.prepare", *args, "--out", str(out)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while not partial.exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        assert partial.exists(), "prepare never started writing"
+        time.sleep(0.05)  # let it get into the classes (a run takes over a second here)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not out.exists() and partial.exists()  # a partial folder, never a half store at out
+    assert prepare_main(args + ["--out", str(out)]) == 0
+    reference = tmp_path / "reference"
+    assert prepare_main(args + ["--out", str(reference)]) == 0
+    assert _files(out) == _files(reference) and not partial.exists()
