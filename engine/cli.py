@@ -1,17 +1,28 @@
-"""Command lines of the entry points. Errors a user can fix are one line on stderr, exit 2."""
+"""Command lines of the entry points. Errors a user can fix are one line on stderr, exit 2;
+a run stopped by SIGTERM / SIGINT after saving its checkpoint exits 143 / 130."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 from typing import Callable, Sequence
 
 from config import ConfigError, ExperimentConfig, available_experiments, load_config
 from utils.checkpoint import CheckpointError
 from utils.device import DeviceError
+from utils.signals import TrainingStopped
 
-USER_ERRORS = (ConfigError, CheckpointError, DeviceError, FloatingPointError, FileNotFoundError)
+USER_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    DeviceError,
+    FloatingPointError,
+    FileNotFoundError,
+    PermissionError,
+    NotADirectoryError,
+)
 
 
 def parse_set(items: Sequence[str]) -> dict:
@@ -44,7 +55,8 @@ def train_parser(branch: str) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--max-steps", type=int, help="cap on steps per epoch (quick runs)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/NAME/last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT/NAME/last.pt (at the epoch and step it was saved at)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set data.image_size=64 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,25 +94,44 @@ def load_for_branch(name: str, branch: str, overrides: dict) -> ExperimentConfig
     return cfg
 
 
+def _rank_prefix() -> tuple[str, bool]:
+    """(``"[rank R] "`` under torchrun with several processes else ``""``, is this rank 0)."""
+    try:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return "", True
+    return (f"[rank {rank}] " if world > 1 else ""), rank == 0
+
+
 def run_cli(fn: Callable[[], int | None]) -> int:
-    """Run ``fn``; turn the errors a user can act on into one line and exit status 2."""
+    """Run ``fn``; turn the errors a user can act on into one line and exit status 2, and a
+    clean stop on a signal into its message and exit status 128 + signal number."""
+    prefix, main = _rank_prefix()
     try:
         return fn() or 0
+    except TrainingStopped as stop:
+        if main:  # every process stops at the same step; one line is enough
+            print(stop, file=sys.stderr)
+        return stop.exit_code
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"{prefix}error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{prefix}interrupted", file=sys.stderr)
         return 130
 
 
 def train_main(branch: str, argv: Sequence[str] | None = None) -> int:
+    from engine import distributed
     from engine.trainer import Trainer
 
     args = train_parser(branch).parse_args(argv)
 
     def go() -> None:
         cfg = load_for_branch(args.exp, branch, overrides_from_args(args))
-        Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
+        try:
+            Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
+        finally:
+            distributed.cleanup()  # leave the torchrun process group, if any
 
     return run_cli(go)

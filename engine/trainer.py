@@ -5,12 +5,29 @@ training split (progress bar with loss and pretext accuracy, TensorBoard scalars
 validation loss and accuracy without gradients, then save ``last.pt`` and, when validation
 accuracy is strictly higher than before, ``best.pt``. ``experiments/NAME/`` holds the
 resolved config, both checkpoints, ``metrics.jsonl`` and the TensorBoard events.
+
+Trustworthy runs:
+
+- Exact resume. The data order of an epoch depends only on ``(seed, epoch)``
+  (:class:`utils.sampler.EpochSampler`); a checkpoint holds the model, optimiser, every RNG,
+  the epoch *and the step inside it*, and the epoch's running loss/accuracy sums. So N epochs
+  straight and k epochs (or k epochs and s steps), stop, ``--resume`` give the same weights
+  bit for bit on the CPU.
+- SIGTERM / SIGINT (preemption, Ctrl-C) save ``last.pt`` at the current step and end with
+  :class:`utils.signals.TrainingStopped` (exit 143 / 130 from the command line).
+- A non-finite loss stops with the epoch and step; no checkpoint is written after it, so
+  ``last.pt`` stays the last good one.
+- Under torchrun (``engine.distributed``) the model is wrapped in DistributedDataParallel;
+  each of the W processes loads ``batch_size / W`` sketches per step, so the global batch is
+  the config's; only rank 0 writes files or prints.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -19,15 +36,27 @@ from tqdm import tqdm
 
 from algorithms.losses import accuracy
 from config import ConfigError, ExperimentConfig
-from engine import build
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from utils.device import resolve_device
+from engine import build, distributed
+from utils.atomic import atomic_write_text
+from utils.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from utils.logger import RunLogger
 from utils.meters import AverageMeter
 from utils.rng import rng_state, seed_everything, set_rng_state
+from utils.sampler import EpochSampler, epoch_generator
 from utils.schedule import lr_at
+from utils.signals import StopSignals, TrainingStopped
 
-CHECKPOINT_VERSION = 1
+# 2: adds "step" (steps done in the epoch after "epoch"), "meters" and "world_size".
+CHECKPOINT_VERSION = 2
+# Settings a resumed run must share with its checkpoint (other architecture, other task).
+RESUME_MUST_MATCH = (
+    ("model", "name"),
+    ("model", "params"),
+    ("algorithm", "name"),
+    ("algorithm", "params"),
+    ("data", "modality"),
+)
+TRAINING_KEYS = ("optimizer", "rng", "best_acc", "num_outputs")
 
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
@@ -44,59 +73,131 @@ def make_optimizer(cfg: ExperimentConfig, params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
 
+def check_data_path(cfg: ExperimentConfig) -> None:
+    """A prepared store must be a readable folder; say so in one line before building anything."""
+    if cfg.data.source != "store":
+        return
+    path = Path(cfg.data.path)
+    if not path.exists():
+        raise ConfigError(f"data path {path} does not exist")
+    if not path.is_dir():
+        raise ConfigError(f"data path {path} is not a folder (expected a prepared Quick, Draw! store)")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(f"data path {path} is not readable (permission denied)")
+
+
+def _meters(totals: dict | None = None) -> tuple[AverageMeter, AverageMeter]:
+    loss_m, acc_m = AverageMeter(), AverageMeter()
+    if totals:
+        loss_m.total, loss_m.count = float(totals["loss_total"]), int(totals["count"])
+        acc_m.total, acc_m.count = float(totals["acc_total"]), int(totals["count"])
+    return loss_m, acc_m
+
+
 class Trainer:
     """Trains one experiment. ``fit()`` runs the remaining epochs and returns the history."""
 
     def __init__(self, cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg = cfg
-        self.progress = progress
         self.out_dir = experiment_dir(cfg)
-        self.device = resolve_device(cfg.train.device)
+        self.dist, self.device = distributed.setup(cfg.train.device)
+        self.is_main = self.dist.is_main
+        self.progress = progress and self.is_main
+        if cfg.train.batch_size % self.dist.world_size:
+            raise ConfigError(
+                f"train.batch_size {cfg.train.batch_size} is the global batch and must be divisible "
+                f"by the {self.dist.world_size} torchrun processes"
+            )
+        check_data_path(cfg)
+        last = self.out_dir / "last.pt"
+        if resume and not last.exists():
+            raise CheckpointError(f"{last}: --resume was given but there is no checkpoint to resume from")
+        if not resume and last.exists():
+            # Starting over would overwrite last.pt and best.pt of that run after one epoch.
+            raise ConfigError(
+                f"{self.out_dir / 'last.pt'} already exists: add --resume to continue that run, "
+                f"or remove {self.out_dir} (or choose another --out) to start over"
+            )
         seed_everything(cfg.train.seed)
 
         self.algorithm = build.build_algorithm(cfg)
         self.num_outputs = build.head_size(cfg, self.algorithm)
         self.model = build.build_model(cfg, self.num_outputs).to(self.device)
+        if self.dist.enabled and self.device.type == "cuda":
+            # Batch statistics over the global batch, as on one GPU. torch's SyncBatchNorm
+            # runs on GPUs only; on the CPU (gloo) each process normalises its own sub-batch.
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = make_optimizer(cfg, self.model.parameters())
         self.train_set = build.build_dataset(cfg, "train")
         self.val_set = build.build_dataset(cfg, "val")
-        if len(self.train_set) == 0:
-            raise ConfigError(f"experiment '{cfg.name}': the training split is empty")
+        for split, dataset in (("train", self.train_set), ("val", self.val_set)):
+            if len(dataset) == 0:
+                raise ConfigError(f"experiment '{cfg.name}': split '{split}' is empty")
 
         self.start_epoch = 1  # first epoch still to run
+        self.start_step = 0  # steps of start_epoch already done (a mid-epoch checkpoint)
+        self._start_meters: dict | None = None
+        self.resumed = False
         self.best_acc = -math.inf
         self.history: list[dict] = []
         if resume:
             self._resume()
 
+        self.net: torch.nn.Module = self.model
+        if self.dist.enabled:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
     # ------------------------------------------------------------------ checkpoints
-    def _state(self, epoch: int) -> dict:
+    def _state(self, epoch: int, step: int = 0, meters: dict | None = None) -> dict:
+        """Everything needed to continue. ``epoch``: epochs completed; ``step``: steps of
+        epoch ``epoch + 1`` completed (0 at an epoch boundary); ``meters``: that epoch's
+        running sums over all processes."""
         return {
             "version": CHECKPOINT_VERSION,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "epoch": epoch,
+            "step": step,
+            "meters": meters,
             "best_acc": self.best_acc,
             "history": self.history,
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
             "algorithm": self.algorithm.describe(),
             "num_outputs": self.num_outputs,
+            "world_size": self.dist.world_size,
         }
 
     def _resume(self) -> None:
         path = self.out_dir / "last.pt"
-        if not path.exists():
-            raise CheckpointError(f"{path}: --resume was given but there is no checkpoint to resume from")
-        state = load_checkpoint(path, map_location=self.device)
-        saved = state["config"]
-        for section, key in (("model", "name"), ("algorithm", "name"), ("data", "modality")):
-            old, new = saved[section][key], getattr(getattr(self.cfg, section), key)
-            if old != new:
-                raise CheckpointError(f"{path}: was trained with {section}.{key} '{old}', this run asks for '{new}'")
-        if state.get("num_outputs") != self.num_outputs:
+        # CPU first: RNG states must stay CPU tensors; load_state_dict moves weights over.
+        state = load_checkpoint(path, map_location="cpu")
+        missing = [k for k in TRAINING_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"{path}: not a training checkpoint (missing {', '.join(missing)})")
+        if int(state.get("version", 1)) > CHECKPOINT_VERSION:
             raise CheckpointError(
-                f"{path}: head has {state.get('num_outputs')} outputs, this run needs {self.num_outputs}"
+                f"{path}: written by a newer version of this code (format {state['version']}, "
+                f"this code reads up to {CHECKPOINT_VERSION})"
+            )
+        saved = state["config"]
+        for section, key in RESUME_MUST_MATCH:
+            old = saved.get(section, {}).get(key)
+            new = getattr(getattr(self.cfg, section), key)
+            if old != new:
+                raise CheckpointError(f"{path}: was trained with {section}.{key} {old!r}, this run asks for {new!r}")
+        if state["num_outputs"] != self.num_outputs:
+            raise CheckpointError(
+                f"{path}: head has {state['num_outputs']} outputs, this run needs {self.num_outputs}"
+            )
+        step = int(state.get("step", 0))
+        old_batch = saved.get("train", {}).get("batch_size")
+        if step and old_batch != self.cfg.train.batch_size:
+            raise CheckpointError(
+                f"{path}: stopped in the middle of an epoch with train.batch_size {old_batch}; "
+                f"resume with the same batch size (this run asks for {self.cfg.train.batch_size})"
             )
         try:
             self.model.load_state_dict(state["model"])
@@ -104,130 +205,237 @@ class Trainer:
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{path}: does not fit this model ({str(err).splitlines()[0]})") from None
         self.start_epoch = int(state["epoch"]) + 1
+        self.start_step = step
+        # Rank 0 carries the interrupted epoch's sums; the epoch's end adds the ranks up.
+        self._start_meters = state.get("meters") if self.is_main else None
         self.best_acc = float(state["best_acc"])
         self.history = list(state.get("history", []))
+        # Every process draws the same random numbers (same seed, same calls), so rank 0's
+        # state is every rank's state.
         set_rng_state(state["rng"])
+        self.resumed = True
+
+    def _save(self, state: dict, best: bool = False) -> None:
+        if self.is_main:
+            save_checkpoint(state, self.out_dir / "last.pt")
+            if best:
+                save_checkpoint(state, self.out_dir / "best.pt")
 
     # ------------------------------------------------------------------ data
-    def _loader(self, dataset, epoch: int | None) -> torch.utils.data.DataLoader:
+    def _train_loader(self, epoch: int, start_step: int) -> tuple[torch.utils.data.DataLoader, int]:
+        """This process's loader for epoch ``epoch`` from global step ``start_step`` on, and
+        the number of global steps in the epoch."""
         t = self.cfg.train
-        shuffle = epoch is not None
-        generator = None
-        if shuffle:
-            # The order of epoch e depends only on (seed, e): a resumed run sees the same data
-            # order as an uninterrupted one.
-            generator = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+        sampler = EpochSampler(
+            len(self.train_set),
+            t.batch_size,
+            seed=t.seed,
+            epoch=epoch,
+            # A 1-sample training batch would break batch norm in the supervised task.
+            drop_last=True,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            start_step=start_step,
+        )
+        loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_size=sampler.local_batch,
+            sampler=sampler,
+            num_workers=t.workers,
+            pin_memory=self.device.type == "cuda",
+            # Worker seeds come from this generator, not the global RNG, so building a loader
+            # (at an epoch start or on resume) does not shift anyone's random numbers.
+            generator=epoch_generator(t.seed, epoch),
+            persistent_workers=False,
+        )
+        cap = t.max_steps_per_epoch
+        steps = min(sampler.num_steps, cap) if cap else sampler.num_steps
+        return loader, steps
+
+    def _val_loader(self) -> torch.utils.data.DataLoader:
+        t = self.cfg.train
+        dataset = self.val_set
+        if self.dist.enabled:
+            dataset = torch.utils.data.Subset(dataset, distributed.shard_indices(len(dataset)))
         return torch.utils.data.DataLoader(
             dataset,
             batch_size=t.batch_size,
-            shuffle=shuffle,
-            generator=generator,
+            shuffle=False,
             num_workers=t.workers,
             pin_memory=self.device.type == "cuda",
-            # A 1-sample training batch would break batch norm in the supervised task.
-            drop_last=shuffle and len(dataset) > t.batch_size,
-            persistent_workers=False,
+            generator=torch.Generator().manual_seed(t.seed),
         )
 
     # ------------------------------------------------------------------ loops
-    def _step_count(self, loader) -> int:
-        cap = self.cfg.train.max_steps_per_epoch
-        return min(len(loader), cap) if cap else len(loader)
+    @staticmethod
+    def _global_meters(loss_m: AverageMeter, acc_m: AverageMeter) -> dict:
+        """The epoch's running sums added over all processes."""
+        s = distributed.all_reduce_sum(torch.tensor([loss_m.total, acc_m.total, float(loss_m.count)], dtype=torch.float64))
+        return {"loss_total": float(s[0]), "acc_total": float(s[1]), "count": int(round(float(s[2])))}
 
-    def train_epoch(self, epoch: int, logger: RunLogger) -> dict:
-        self.model.train()
+    def train_epoch(self, epoch: int, logger: RunLogger, stop: StopSignals | None = None) -> dict:
+        """Train one epoch (from ``start_step`` when it is the resumed one). Returns ``loss``,
+        ``acc``, ``lr``, ``steps`` (done this epoch), ``stopped`` (a stop was requested) and
+        ``meters`` (running sums over all processes)."""
+        self.net.train()
         lr = lr_at(self.cfg.optim.lr_schedule, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loader = self._loader(self.train_set, epoch)
-        steps = self._step_count(loader)
-        loss_m, acc_m = AverageMeter(), AverageMeter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{self.cfg.train.epochs}", disable=not self.progress, leave=False)
-        for step, (x, y) in enumerate(loader):
+        first = self.start_step if epoch == self.start_epoch else 0
+        loss_m, acc_m = _meters(self._start_meters if epoch == self.start_epoch else None)
+        loader, steps = self._train_loader(epoch, first)
+        bar = tqdm(total=steps, initial=min(first, steps), desc=f"epoch {epoch}/{self.cfg.train.epochs}",
+                   disable=not self.progress, leave=False)
+        step, stopped = first, False
+        for x, y in loader if first < steps else ():
             if step >= steps:
                 break
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             inputs, targets = self.algorithm.views(x, y)
-            logits = self.model(inputs)
+            logits = self.net(inputs)
             loss = self.algorithm.loss(logits, targets)
-            if not torch.isfinite(loss):
+            finite = bool(torch.isfinite(loss))
+            # One small collective per step so that all processes raise or stop together.
+            bad, stopped = distributed.any_rank(not finite, stop is not None and stop.requested)
+            if bad:
+                where = f"loss {loss.item()}" if not finite else "loss on another process"
                 raise FloatingPointError(
-                    f"non-finite loss {loss.item()} at epoch {epoch}, step {step + 1}; "
+                    f"non-finite {where} at epoch {epoch}, step {step + 1}; "
                     f"the last good checkpoint is {self.out_dir / 'last.pt'}"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            step += 1
             n = len(targets)
             loss_m.update(loss.item(), n)
             acc_m.update(accuracy(logits.detach(), targets), n)
-            global_step = (epoch - 1) * steps + step + 1
+            global_step = (epoch - 1) * steps + step
             if global_step % self.cfg.train.log_every == 0:
                 logger.scalar("train/loss_step", loss.item(), global_step)
             bar.set_postfix(loss=f"{loss_m.avg:.4f}", acc=f"{acc_m.avg:.3f}", lr=f"{lr:g}")
             bar.update(1)
+            if stopped:
+                break
         bar.close()
-        return {"loss": loss_m.avg, "acc": acc_m.avg, "lr": lr}
+        meters = self._global_meters(loss_m, acc_m)
+        total_loss, total_acc = _meters(meters)
+        return {"loss": total_loss.avg, "acc": total_acc.avg, "lr": lr, "steps": step,
+                "stopped": stopped, "meters": meters}
 
     @torch.no_grad()
-    def validate(self) -> dict:
+    def validate(self, stop: StopSignals | None = None) -> dict | None:
+        """Validation loss and accuracy; each process takes a contiguous share of the split
+        and the sums are added up. ``None`` when a stop was requested on the way."""
         self.model.eval()
-        loader = self._loader(self.val_set, None)
-        loss_m, acc_m = AverageMeter(), AverageMeter()
-        for x, y in loader:
-            x, y = x.to(self.device), y.to(self.device)
+        distributed.broadcast_buffers(self.model)  # everyone uses rank 0's BN statistics
+        loader = self._val_loader()
+        # Shares differ by up to one sketch, so count rounds from the largest share: every
+        # process then makes the same number of stop checks (collectives).
+        rounds = math.ceil(math.ceil(len(self.val_set) / self.dist.world_size) / self.cfg.train.batch_size)
+        batches = iter(loader)
+        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct fraction * n, n
+        for _ in range(rounds):
+            if distributed.any_rank(stop is not None and stop.requested)[0]:
+                return None
+            batch = next(batches, None)
+            if batch is None:
+                continue
+            x, y = batch[0].to(self.device), batch[1].to(self.device)
             inputs, targets = self.algorithm.views(x, y)
             logits = self.model(inputs)
             n = len(targets)
-            loss_m.update(self.algorithm.loss(logits, targets).item(), n)
-            acc_m.update(accuracy(logits, targets), n)
-        return {"loss": loss_m.avg, "acc": acc_m.avg}
+            sums += torch.tensor([self.algorithm.loss(logits, targets).item() * n,
+                                  accuracy(logits, targets) * n, n], dtype=torch.float64)
+        sums = distributed.all_reduce_sum(sums)
+        count = float(sums[2])
+        if count == 0:
+            return {"loss": float("nan"), "acc": float("nan")}
+        return {"loss": float(sums[0]) / count, "acc": float(sums[1]) / count}
+
+    def _stopped(self, stop: StopSignals, epoch: int, step: int, meters: dict | None) -> TrainingStopped:
+        """Save ``last.pt`` at step ``step`` of epoch ``epoch`` (unless ``meters`` is None: the
+        epoch is complete and already saved) and build the exception that ends the run."""
+        if meters is not None:
+            self._save(self._state(epoch - 1, step=step, meters=meters))
+        distributed.barrier()  # nobody exits before rank 0 has written the checkpoint
+        return TrainingStopped(
+            f"[{self.cfg.name}] stopped at epoch {epoch} step {step}; resume with --resume",
+            stop.signum or signal.SIGTERM,
+        )
+
+    def _prepare_out_dir(self) -> None:
+        if not self.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("last.pt", "best.pt", "config.json", "metrics.jsonl"):
+            remove_stale_temporaries(self.out_dir / name)
+        atomic_write_text(self.out_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
+        if self.resumed:
+            # metrics.jsonl says what the checkpoint says: a run killed between a save and
+            # the log line, or after a log line whose save failed, is consistent again.
+            atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     def fit(self) -> list[dict]:
         cfg = self.cfg
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        self._prepare_out_dir()
         if self.start_epoch > cfg.train.epochs:
-            print(f"[{cfg.name}] already trained for {self.start_epoch - 1} epochs; nothing to do")
+            if self.is_main:
+                print(f"[{cfg.name}] already trained for {self.start_epoch - 1} epochs; nothing to do")
             return self.history
-        print(
-            f"[{cfg.name}] {cfg.model.name} + {cfg.algorithm.name} on {cfg.data.source} "
-            f"{cfg.data.modality} data: {len(self.train_set)} train / {len(self.val_set)} val sketches, "
-            f"device {self.device}, epochs {self.start_epoch}..{cfg.train.epochs} -> {self.out_dir}"
-        )
-        logger = RunLogger(self.out_dir)
+        if self.is_main:
+            where = f" step {self.start_step}" if self.start_step else ""
+            procs = f" x {self.dist.world_size} processes" if self.dist.enabled else ""
+            print(
+                f"[{cfg.name}] {cfg.model.name} + {cfg.algorithm.name} on {cfg.data.source} "
+                f"{cfg.data.modality} data: {len(self.train_set)} train / {len(self.val_set)} val sketches, "
+                f"device {self.device}{procs}, epochs {self.start_epoch}{where}..{cfg.train.epochs} -> {self.out_dir}"
+            )
+        logger = RunLogger(self.out_dir, enabled=self.is_main)
         try:
-            for epoch in range(self.start_epoch, cfg.train.epochs + 1):
-                t0 = time.time()
-                train = self.train_epoch(epoch, logger)
-                val = self.validate()
-                record = {
-                    "epoch": epoch,
-                    "lr": train["lr"],
-                    "train_loss": train["loss"],
-                    "train_acc": train["acc"],
-                    "val_loss": val["loss"],
-                    "val_acc": val["acc"],
-                    "seconds": round(time.time() - t0, 2),
-                }
-                self.history.append(record)
-                for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
-                    logger.scalar(key.replace("_", "/", 1), record[key], epoch)
-                logger.epoch(record)
-                improved = val["acc"] > self.best_acc
-                if improved:
-                    self.best_acc = val["acc"]
-                state = self._state(epoch)
-                save_checkpoint(state, self.out_dir / "last.pt")
-                if improved:
-                    save_checkpoint(state, self.out_dir / "best.pt")
-                print(
-                    f"[{cfg.name}] epoch {epoch}/{cfg.train.epochs}  lr {train['lr']:g}  "
-                    f"train loss {train['loss']:.4f} acc {train['acc']:.3f}  "
-                    f"val loss {val['loss']:.4f} acc {val['acc']:.3f}{'  (best)' if improved else ''}  "
-                    f"{record['seconds']:.1f}s"
-                )
+            with StopSignals() as stop:
+                for epoch in range(self.start_epoch, cfg.train.epochs + 1):
+                    steps = self._run_epoch(epoch, logger, stop)
+                    if epoch < cfg.train.epochs and distributed.any_rank(stop.requested)[0]:
+                        raise self._stopped(stop, epoch, steps, None)
         finally:
             logger.close()
         return self.history
+
+    def _run_epoch(self, epoch: int, logger: RunLogger, stop: StopSignals) -> int:
+        """Train, validate, save and log one epoch; returns its number of steps."""
+        cfg = self.cfg
+        t0 = time.time()
+        train = self.train_epoch(epoch, logger, stop)
+        if train["stopped"]:
+            raise self._stopped(stop, epoch, train["steps"], train["meters"])
+        val = self.validate(stop)
+        if val is None:
+            raise self._stopped(stop, epoch, train["steps"], train["meters"])
+        record = {
+            "epoch": epoch,
+            "lr": train["lr"],
+            "train_loss": train["loss"],
+            "train_acc": train["acc"],
+            "val_loss": val["loss"],
+            "val_acc": val["acc"],
+            "seconds": round(time.time() - t0, 2),
+        }
+        self.history.append(record)
+        improved = val["acc"] > self.best_acc
+        if improved:
+            self.best_acc = val["acc"]
+        # Checkpoint first, log second: a resumed run rewrites metrics.jsonl from the history.
+        self._save(self._state(epoch), best=improved)
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            logger.scalar(key.replace("_", "/", 1), record[key], epoch)
+        logger.epoch(record)
+        if self.is_main:
+            print(
+                f"[{cfg.name}] epoch {epoch}/{cfg.train.epochs}  lr {train['lr']:g}  "
+                f"train loss {train['loss']:.4f} acc {train['acc']:.3f}  "
+                f"val loss {val['loss']:.4f} acc {val['acc']:.3f}{'  (best)' if improved else ''}  "
+                f"{record['seconds']:.1f}s"
+            )
+        return train["steps"]

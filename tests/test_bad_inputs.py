@@ -1,0 +1,212 @@
+"""The catalogue of bad inputs: each is one line on stderr, exit status 2, and leaves every
+file an earlier run wrote exactly as it was.
+
+(The evaluation cache's interrupted/broken entries are tested with the cache itself, in
+tests/test_evaluation.py.)
+"""
+
+import errno
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import build
+from engine import trainer as trainer_module
+from engine.cli import train_main
+from utils.checkpoint import save_checkpoint
+
+NAME = "tcn_rotation"
+TINY = {
+    "data.train_per_class": 2,
+    "data.val_per_class": 1,
+    "data.num_classes": 4,
+    "train.batch_size": 4,
+}
+
+
+def tiny_args(out, name=NAME, *extra):
+    args = ["--exp", name, "--out", str(out), "--no-progress", "--device", "cpu", "--workers", "0"]
+    for key, value in TINY.items():
+        args += ["--set", f"{key}={value}"]
+    return args + list(extra)
+
+
+def snapshot(folder: Path) -> dict:
+    """Path -> sha256 of every file under ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One epoch of tcn_rotation, trained once and copied for each test."""
+    out = tmp_path_factory.mktemp("finished")
+    assert train_main("tcn", tiny_args(out, NAME, "--epochs", "1")) == 0
+    return out
+
+
+@pytest.fixture
+def out(finished_run, tmp_path):
+    target = tmp_path / "out"
+    shutil.copytree(finished_run, target)
+    return target
+
+
+def fails_with(capsys, branch, argv, message):
+    assert train_main(branch, argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in captured.out + captured.err
+    return err
+
+
+def not_a_store(tmp_path):
+    f = tmp_path / "qd.ndjson"
+    f.write_text("{}\n")
+    return f
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--exp", "nope"], "unknown experiment 'nope'"),
+        (["--set", "train.batch_size='big'"], "train.batch_size: expected int, got str 'big'"),
+        (["--set", "optim.lr_schedule=0.1"], "optim.lr_schedule: expected list, got float 0.1"),
+        (["--set", "data.center='yes'"], "data.center: expected bool, got str 'yes'"),
+        (["--epochs", "0"], "train.epochs must be positive, got 0"),
+        (["--data", "/no/such/dir"], "data path /no/such/dir does not exist"),
+        (["--epochs", "2"], "last.pt already exists: add --resume to continue that run"),
+        (["--resume", "--set", "algorithm.name='deformation'", "--set", "model.num_classes=2"],
+         "last.pt: was trained with algorithm.name 'rotation', this run asks for 'deformation'"),
+        (["--resume", "--set", "model.params={'channels': 16}"],
+         "last.pt: was trained with model.params {}, this run asks for {'channels': 16}"),
+    ],
+)
+def test_bad_command_lines_leave_an_existing_run_untouched(out, capsys, argv, message):
+    before = snapshot(out)
+    argv = tiny_args(out) + argv if argv[0] != "--exp" else argv + ["--out", str(out), "--no-progress"]
+    fails_with(capsys, "tcn", argv, message)
+    assert snapshot(out) == before
+
+
+def test_data_path_that_is_a_file(tmp_path, capsys):
+    path = not_a_store(tmp_path)
+    fails_with(capsys, "tcn", tiny_args(tmp_path / "o", NAME, "--data", str(path)),
+               f"data path {path} is not a folder")
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_data_path(tmp_path, capsys, monkeypatch):
+    store = tmp_path / "store"
+    store.mkdir()
+    if os.geteuid() == 0:
+        # root reads everything; simulate the permission check failing instead
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == store else real_access(p, mode))
+    else:
+        store.chmod(0)
+    try:
+        fails_with(capsys, "tcn", tiny_args(tmp_path / "o", NAME, "--data", str(store)),
+                   f"data path {store} is not readable (permission denied)")
+    finally:
+        store.chmod(0o755)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_empty_split(tmp_path, capsys, monkeypatch, split):
+    real = build.build_dataset
+
+    def build_dataset(cfg, name):
+        return torch.utils.data.Subset(real(cfg, name), []) if name == split else real(cfg, name)
+
+    monkeypatch.setattr(build, "build_dataset", build_dataset)
+    fails_with(capsys, "tcn", tiny_args(tmp_path), f"experiment '{NAME}': split '{split}' is empty")
+    assert not (tmp_path / NAME).exists()
+
+
+def test_checkpoint_of_another_model(out, capsys):
+    # tcn_rotation's last.pt put where the dilated TCN's run lives.
+    other = out / "tcn_rotation_dilated"
+    other.mkdir()
+    shutil.copy(out / NAME / "last.pt", other / "last.pt")
+    before = snapshot(out)
+    fails_with(capsys, "tcn", tiny_args(out, "tcn_rotation_dilated", "--resume"),
+               "last.pt: was trained with model.name 'tcn', this run asks for 'tcn_dilated'")
+    assert snapshot(out) == before
+
+
+def test_checkpoint_with_weights_that_do_not_fit(out, capsys):
+    # Same names everywhere, but a tensor of another shape: refused, not half-loaded.
+    path = out / NAME / "last.pt"
+    state = torch.load(path, weights_only=False)
+    key = next(iter(state["model"]))
+    state["model"][key] = torch.zeros(3)
+    del state["checksum"]
+    save_checkpoint(state, path)
+    before = snapshot(out)
+    fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"),
+               f"last.pt: does not fit this model (Error(s) in loading state_dict")
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "foreign"])
+def test_damaged_checkpoint_on_resume(out, capsys, damage):
+    path = out / NAME / "last.pt"
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 3])
+        message = "last.pt: unreadable or truncated checkpoint"
+    elif damage == "flip":
+        raw = bytearray(data)
+        raw[len(raw) // 2] ^= 0xFF
+        path.write_bytes(bytes(raw))
+        message = "last.pt: corrupt checkpoint (tensor data does not match its checksum)"
+    else:  # weights saved by some other tool
+        torch.save({"model": {}, "epoch": 1, "config": {}}, path)
+        message = "last.pt: not a training checkpoint (missing optimizer, rng, best_acc, num_outputs)"
+    before = snapshot(out)
+    fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"), message)
+    assert snapshot(out) == before  # the damaged file is left for the user to inspect
+
+
+def test_disk_full_during_a_save(out, capsys, monkeypatch):
+    real_save = torch.save
+
+    def fills_the_disk(obj, fh, *a, **k):
+        real_save(obj, fh, *a, **k)
+        fh.truncate(fh.tell() // 2)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    run = out / NAME
+    keep = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "metrics.jsonl")}
+    err = fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"),
+                     "last.pt: could not write checkpoint (No space left on device); the previous last.pt")
+    assert str(run / "last.pt") in err
+    for name, data in keep.items():
+        assert (run / name).read_bytes() == data, name  # epoch 2 was neither saved nor logged
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_stale_temporaries_of_a_killed_save_are_removed_at_start(out):
+    run = out / NAME
+    stale = [run / ".last.pt.k1ll3d.tmp", run / ".best.pt.x.tmp", run / ".config.json.y.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    assert train_main("tcn", tiny_args(out, NAME, "--resume", "--epochs", "2")) == 0
+    assert not any(p.exists() for p in stale)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has CUDA")
+def test_cuda_without_cuda(tmp_path, capsys):
+    argv = tiny_args(tmp_path)
+    argv[argv.index("--device") + 1] = "cuda"
+    fails_with(capsys, "tcn", argv, "--device cuda was asked for but this machine has no usable CUDA device")
+    assert not tmp_path.joinpath(NAME).exists()
