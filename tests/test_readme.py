@@ -30,7 +30,7 @@ def test_every_experiment_named_in_the_readme_exists_and_runs_with_its_entry_poi
 
 def test_every_file_path_named_in_the_readme_exists():
     paths = set(re.findall(r"\b((?:docs|config|data|models|algorithms|utils|engine|tests)/[\w./-]+\.(?:py|md|png))", README))
-    missing = sorted(p for p in paths if not (ROOT / p).exists() and p != "docs/DATA.md")
+    missing = sorted(p for p in paths if not (ROOT / p).exists())
     assert not missing, missing
 
 
