@@ -1,5 +1,9 @@
-"""Evaluate a trained encoder by sketch retrieval:
-``python eval_retrieval.py --exp cnn_rotation --random-baseline``."""
+"""Evaluate trained encoders: retrieval (mAP, P@K, per-class AP), fusion, linear-probe
+recognition, baselines and pictures (docs/EVALUATION.md):
+
+    python eval_retrieval.py --exp cnn_rotation --random-baseline --probe
+    python eval_retrieval.py --fuse experiments/cnn_rotation/best.pt experiments/tcn_rotation/best.pt:fc@0.5
+"""
 import sys
 
 from engine.evaluate import eval_main
