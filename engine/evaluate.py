@@ -47,6 +47,7 @@ from engine.features import (
 from engine.fusion import Descriptor, descriptor_features, fused_name, parse_part
 from engine.pictures import class_ap_chart, pick_grid_queries, pr_chart, query_grid
 from engine.probe import DEFAULT_PER_CLASS, describe_recipe, run_probe
+from utils.atomic import atomic_write_text
 from utils.device import resolve_device
 from utils.feature_store import read_rows
 from utils.fusion import FUSION_MODES
@@ -463,9 +464,7 @@ def _json_default(o: object) -> object:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    atomic_write_text(path, text)
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from config import ConfigError, ExperimentConfig, apply_overrides, from_dict
 from engine import build
+from utils.atomic import atomic_write, atomic_write_text
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.feature_store import STORAGE_DTYPES, NpyReader, NpyWriter
 from utils.rng import seed_everything
@@ -295,13 +296,8 @@ class FeatureCache:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.save(fh, array)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: np.save(fh, array))
