@@ -35,7 +35,7 @@ import torch
 
 from config import ConfigError, ExperimentConfig
 from config.schema import EvalConfig
-from engine import build
+from engine import build, distributed
 from engine.cli import parse_set, run_cli
 from engine.features import (
     Encoder,
@@ -48,7 +48,6 @@ from engine.fusion import Descriptor, descriptor_features, fused_name, parse_par
 from engine.pictures import class_ap_chart, pick_grid_queries, pr_chart, query_grid
 from engine.probe import DEFAULT_PER_CLASS, describe_recipe, run_probe
 from utils.atomic import atomic_write_text
-from utils.device import resolve_device
 from utils.feature_store import read_rows
 from utils.fusion import FUSION_MODES
 from utils.probe import DEFAULT_MAX_ITER, DEFAULT_WD_GRID
@@ -320,7 +319,8 @@ def evaluate_descriptor(desc: Descriptor, cache: FeatureCache, s: Settings, clas
     feats = descriptor_features(desc, cache, s.device)
     for e in feats.entries:
         what = "cached" if e.hit else f"extracted in {e.seconds:.1f}s"
-        print(f"[eval] {desc.name}: {e.path.name} ({len(e.labels)} x {e.source.dim}) {what}")
+        if distributed.context().is_main:
+            print(f"[eval] {desc.name}: {e.path.name} ({len(e.labels)} x {e.source.dim}) {what}")
     t1 = time.time()
     res = retrieval_metrics(feats.query, feats.query_labels, feats.gallery, feats.gallery_labels, metric=s.metric,
                             topk=s.topk, memory_mb=s.memory_mb, device=s.device, progress=s.progress)
@@ -393,7 +393,10 @@ def draw_pictures(base: Path, rows: list[dict], first: Descriptor, feats, s: Set
 def run_evaluation(args: argparse.Namespace) -> dict:
     """Evaluate every row asked for by ``args``; write JSON, Markdown and pictures; return
     the JSON payload."""
-    device = resolve_device(args.device)
+    # Under torchrun, feature extraction is split over the ranks (engine.features); every
+    # rank then ranks the same features, and rank 0 alone prints and writes.
+    ctx, device = distributed.setup(args.device)
+    main = ctx.is_main
     descs, base, ckpt = build_descriptors(args)
     first = descs[0]
     cfg = first.parts[0].cfg
@@ -403,13 +406,14 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--topk values must be positive, got {topk}")
     if args.probe and args.probe_iters < 1:
         raise ConfigError("--probe-iters must be positive")
-    progress = not args.no_progress
+    progress = not args.no_progress and main
     s = Settings(metric, topk, device, args.memory_mb, progress, args.probe, args.probe_per_class,
                  tuple(args.probe_wd), args.probe_iters)
     source = build.build_source(cfg, "query")
     class_names = list(getattr(source, "class_names", None) or [str(i) for i in range(build.num_data_classes(cfg))])
-    print(f"[eval] {len(descs)} row(s): {len(source)} queries vs {len(build.build_source(cfg, 'gallery'))} gallery "
-          f"sketches ({cfg.data.source} data), {metric}, P@{topk}")
+    if main:
+        print(f"[eval] {len(descs)} row(s): {len(source)} queries vs {len(build.build_source(cfg, 'gallery'))} "
+              f"gallery sketches ({cfg.data.source} data), {metric}, P@{topk}")
 
     cache = FeatureCache(args.cache_dir, temporary=args.no_cache, dtype=args.feature_dtype, progress=progress)
     rows: list[dict] = []
@@ -420,9 +424,10 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             rows.append(row)
             if first_feats is None:
                 first_feats = feats
-        print(format_table(rows, topk))
+        if main:
+            print(format_table(rows, topk))
         pictures = {}
-        if not args.no_pictures:
+        if not args.no_pictures and main:
             pictures = draw_pictures(base, rows, first, first_feats, s, class_names, args.grid_queries, args.grid_topk)
     finally:
         cache.close()
@@ -443,6 +448,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         "pictures": pictures,
         "results": rows,
     }
+    if not main:
+        return payload
     base.parent.mkdir(parents=True, exist_ok=True)
     json_path = base.with_suffix(".json")
     md_path = base.with_suffix(".md")
@@ -469,4 +476,7 @@ def _write(path: Path, text: str) -> None:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     args = eval_parser().parse_args(argv)
-    return run_cli(lambda: run_evaluation(args) and None)
+    try:
+        return run_cli(lambda: run_evaluation(args) and None)
+    finally:
+        distributed.cleanup()

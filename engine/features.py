@@ -32,7 +32,7 @@ import torch
 from tqdm import tqdm
 
 from config import ConfigError, ExperimentConfig, apply_overrides, from_dict
-from engine import build
+from engine import build, distributed
 from utils.atomic import atomic_write, atomic_write_text
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.feature_store import STORAGE_DTYPES, NpyReader, NpyWriter
@@ -278,21 +278,47 @@ class FeatureCache:
         labels_path, meta_path = self._parts(path)
         dataset = self.dataset(enc.cfg, split)
         t0 = time.time()
-        writer = NpyWriter(path, len(dataset), self.dtype)
+        if distributed.is_distributed():
+            # Under torchrun every rank extracts one contiguous share; the shares are gathered
+            # in rank order, which is the single-process order. One rank writes a shared cache
+            # (every rank its own copy when each has a private temporary folder).
+            share = torch.utils.data.Subset(dataset, list(distributed.shard_indices(len(dataset))))
+            feats, labels = extract_features(enc.model(device), share, enc.layer, device, enc.cfg.eval.batch_size,
+                                             enc.cfg.train.workers, f"{split} features",
+                                             self.progress and distributed.context().is_main)
+            feats, labels = distributed.gather_features(feats, labels)
+            writes = self._tmp is not None or distributed.context().is_main
+            dim = feats.shape[1]
+            if writes:
+                self._write_entry(path, feats, labels)
+        else:
+            writes, writer = True, NpyWriter(path, len(dataset), self.dtype)
+            try:
+                _, labels = extract_features(enc.model(device), dataset, enc.layer, device, enc.cfg.eval.batch_size,
+                                             enc.cfg.train.workers, f"{split} features", self.progress, writer)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            dim = writer.dim
+        if writes:
+            _atomic_save_npy(labels_path, labels.numpy())
+            meta = {"weights": enc.weights_id, "checkpoint": str(enc.ckpt) if enc.ckpt else None, "kind": enc.kind,
+                    "seed": enc.seed, "split": split, "layer": enc.layer, "data": dataclasses.asdict(enc.cfg.data),
+                    "dtype": self.dtype, "shape": [len(dataset), dim], "version": FEATURE_VERSION}
+            _atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+        distributed.barrier()
+        self.extracted.append(path)
+        return CachedFeatures(NpyReader(path), labels.numpy(), path, hit=False, seconds=time.time() - t0)
+
+    def _write_entry(self, path: Path, feats: torch.Tensor, labels: torch.Tensor) -> None:
+        writer = NpyWriter(path, len(labels), self.dtype)
         try:
-            _, labels = extract_features(enc.model(device), dataset, enc.layer, device, enc.cfg.eval.batch_size,
-                                         enc.cfg.train.workers, f"{split} features", self.progress, writer)
+            writer.write(feats)
             writer.close()
         except BaseException:
             writer.abort()
             raise
-        _atomic_save_npy(labels_path, labels.numpy())
-        meta = {"weights": enc.weights_id, "checkpoint": str(enc.ckpt) if enc.ckpt else None, "kind": enc.kind,
-                "seed": enc.seed, "split": split, "layer": enc.layer, "data": dataclasses.asdict(enc.cfg.data),
-                "dtype": self.dtype, "shape": [len(dataset), writer.dim], "version": FEATURE_VERSION}
-        _atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
-        self.extracted.append(path)
-        return CachedFeatures(NpyReader(path), labels.numpy(), path, hit=False, seconds=time.time() - t0)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

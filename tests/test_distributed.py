@@ -297,3 +297,42 @@ def test_each_torchrun_process_gets_its_own_gpu(monkeypatch):
         resolve_device("cuda:1", local_rank=0)
     with pytest.raises(DeviceError, match="--device cuda:3: only 2 CUDA device"):
         resolve_device("cuda", local_rank=3)
+
+
+def test_torchrun_evaluation_splits_extraction_and_matches_one_process(tmp_path):
+    # Evaluation under torchrun: each of 2 gloo processes extracts half of every split, the
+    # halves are gathered in order, rank 0 alone prints and writes. Results and the cached
+    # features must equal a single-process evaluation of the same checkpoint.
+    from engine.cli import train_main
+
+    tiny = {"data.train_per_class": 2, "data.val_per_class": 1, "data.query_per_class": 3,
+            "data.gallery_per_class": 5, "data.num_classes": 4, "train.batch_size": 4}
+    sets = [a for k, v in tiny.items() for a in ("--set", f"{k}={v}")]
+    assert train_main("tcn", ["--exp", "tcn_rotation", "--epochs", "1", "--out", str(tmp_path), "--no-progress",
+                              "--device", "cpu"] + sets) == 0
+    ckpt = tmp_path / "tcn_rotation" / "best.pt"
+
+    def evaluate(tag, launcher):
+        args = ["eval_retrieval.py", "--ckpt", str(ckpt), "--random-baseline", "--no-progress", "--no-pictures",
+                "--device", "cpu", "--topk", "1", "5", "--cache-dir", str(tmp_path / f"cache-{tag}"),
+                "--json", str(tmp_path / f"{tag}.json")]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        done = subprocess.run(launcher + args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads((tmp_path / f"{tag}.json").read_text())["results"], done.stdout
+
+    one, _ = evaluate("one", [sys.executable])
+    two, out = evaluate("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"])
+    assert out.count("| tcn_rotation (epoch 1) |") == 1  # only rank 0 prints
+    assert [r["model"] for r in two] == [r["model"] for r in one]
+    for a, b in zip(one, two):
+        assert a["num_queries"] == b["num_queries"] == 12 and a["gallery_size"] == b["gallery_size"] == 20
+        for key in ("mAP", "P@1", "P@5"):
+            assert b[key] == pytest.approx(a[key], abs=1e-6), key
+    cached_one = sorted((tmp_path / "cache-one").glob("*.npy"))
+    cached_two = sorted((tmp_path / "cache-two").glob("*.npy"))
+    assert [p.name for p in cached_one] == [p.name for p in cached_two] and len(cached_one) == 8
+    import numpy as np
+
+    for p, q in zip(cached_one, cached_two):
+        np.testing.assert_allclose(np.load(p), np.load(q), rtol=1e-5, atol=1e-6)
