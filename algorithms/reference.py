@@ -28,9 +28,10 @@ def _rotate_strokes_one(seq: np.ndarray, k: int) -> np.ndarray:
     """(L, 4) sequence turned k counter-clockwise quarter turns about (0.5, 0.5)."""
     out = seq.copy()
     valid = seq[:, 2] + seq[:, 3] > 0
-    for _ in range(k % 4):
-        x, y = out[valid, 0].copy(), out[valid, 1].copy()
-        out[valid, 0], out[valid, 1] = y, 1 - x
+    x, y = seq[valid, 0], seq[valid, 1]
+    # The closed form of each turn (not k single turns: 1 - (1 - x) is not always x in float32).
+    turned = {0: (x, y), 1: (y, 1 - x), 2: (1 - x, 1 - y), 3: (1 - y, x)}[k % 4]
+    out[valid, 0], out[valid, 1] = turned
     return out
 
 

@@ -108,6 +108,13 @@ class TrainConfig:
     out: str = "experiments"  # runs go to <out>/<experiment name>/
     max_steps_per_epoch: Optional[int] = None  # cap for quick runs and tests
     log_every: int = 10  # TensorBoard scalar interval, in steps
+    # Speed switches. None of them changes what is computed beyond float rounding.
+    views: str = "batched"  # "batched" tensor ops on the device, or the "per_sample" reference
+    amp: str = "none"  # "bf16": bfloat16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = False  # channels-last memory format for raster models on CUDA
+    compile: bool = False  # torch.compile the model
+    pin_memory: bool = True  # pinned host memory for batches (CUDA only)
+    prefetch_factor: Optional[int] = None  # batches each worker loads ahead (workers > 0)
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -117,6 +124,10 @@ class TrainConfig:
         if self.max_steps_per_epoch is not None:
             _positive("train.max_steps_per_epoch", self.max_steps_per_epoch)
         _positive("train.log_every", self.log_every)
+        _choice("train.views", self.views, ("batched", "per_sample"))
+        _choice("train.amp", self.amp, ("none", "bf16"))
+        if self.prefetch_factor is not None:
+            _positive("train.prefetch_factor", self.prefetch_factor)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
 

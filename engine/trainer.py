@@ -29,12 +29,14 @@ import math
 import os
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from algorithms.losses import accuracy
+from algorithms.reference import reference_views
 from config import ConfigError, ExperimentConfig
 from engine import build, distributed
 from utils.atomic import atomic_write_text
@@ -143,11 +145,23 @@ class Trainer:
         if resume:
             self._resume()
 
+        t = cfg.train
+        on_cuda = self.device.type == "cuda"
+        # Per-sample reference views exist to show the batched path changes no number.
+        self._views = partial(reference_views, self.algorithm) if t.views == "per_sample" else self.algorithm.views
+        self._autocast = partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16,
+                                 enabled=on_cuda and t.amp == "bf16")
+        self._channels_last = on_cuda and t.channels_last and cfg.data.modality == "raster"
+        if self._channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model, device_ids=[self.device.index] if on_cuda else None
             )
+        if t.compile:
+            # Only the forward wrapper is compiled; checkpoints keep self.model's plain keys.
+            self.net = torch.compile(self.net)
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, epoch: int, step: int = 0, meters: dict | None = None) -> dict:
@@ -242,11 +256,11 @@ class Trainer:
             batch_size=sampler.local_batch,
             sampler=sampler,
             num_workers=t.workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda" and t.pin_memory,
+            prefetch_factor=t.prefetch_factor if t.workers > 0 else None,
             # Worker seeds come from this generator, not the global RNG, so building a loader
             # (at an epoch start or on resume) does not shift anyone's random numbers.
             generator=epoch_generator(t.seed, epoch),
-            persistent_workers=False,
         )
         cap = t.max_steps_per_epoch
         steps = min(sampler.num_steps, cap) if cap else sampler.num_steps
@@ -262,11 +276,18 @@ class Trainer:
             batch_size=t.batch_size,
             shuffle=False,
             num_workers=t.workers,
-            pin_memory=self.device.type == "cuda",
+            pin_memory=self.device.type == "cuda" and t.pin_memory,
             generator=torch.Generator().manual_seed(t.seed),
         )
 
     # ------------------------------------------------------------------ loops
+    def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pretext views of a loader batch, in the memory format the model wants."""
+        inputs, targets = self._views(x, y)
+        if self._channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets
+
     @staticmethod
     def _global_meters(loss_m: AverageMeter, acc_m: AverageMeter) -> dict:
         """The epoch's running sums added over all processes."""
@@ -292,9 +313,10 @@ class Trainer:
                 break
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
-            inputs, targets = self.algorithm.views(x, y)
-            logits = self.net(inputs)
-            loss = self.algorithm.loss(logits, targets)
+            inputs, targets = self._inputs(x, y)
+            with self._autocast():
+                logits = self.net(inputs)
+                loss = self.algorithm.loss(logits.float(), targets)
             finite = bool(torch.isfinite(loss))
             # One small collective per step so that all processes raise or stop together.
             bad, stopped = distributed.any_rank(not finite, stop is not None and stop.requested)
@@ -343,8 +365,9 @@ class Trainer:
             if batch is None:
                 continue
             x, y = batch[0].to(self.device), batch[1].to(self.device)
-            inputs, targets = self.algorithm.views(x, y)
-            logits = self.model(inputs)
+            inputs, targets = self._inputs(x, y)
+            with self._autocast():
+                logits = self.model(inputs).float()
             n = len(targets)
             sums += torch.tensor([self.algorithm.loss(logits, targets).item() * n,
                                   accuracy(logits, targets) * n, n], dtype=torch.float64)
