@@ -97,8 +97,17 @@ def setup(device_name: str, timeout_s: float = 1800.0) -> tuple[DistContext, tor
 
 
 def cleanup() -> None:
-    """Leave the process group (no-op when there is none)."""
+    """Leave the process group (no-op when there is none).
+
+    All ranks meet at a barrier first: a rank that tore its group down while rank 0 was
+    still writing the last checkpoint sometimes died at exit with SIGABRT ("terminate
+    called without an active exception") on gloo. If a peer is already gone (an error
+    path), the failed barrier is ignored and the group is destroyed anyway."""
     if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a dead peer must not stop us from leaving
+            pass
         dist.destroy_process_group()
 
 
