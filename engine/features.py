@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from config import ConfigError, ExperimentConfig, apply_overrides, from_dict
+from data.store import read_meta
 from engine import build, distributed
 from utils.atomic import atomic_write, atomic_write_text
 from utils.checkpoint import CheckpointError, load_checkpoint
@@ -190,7 +191,13 @@ def extract_features(
 
 
 def data_digest(cfg: ExperimentConfig) -> str:
-    return _digest(dataclasses.asdict(cfg.data))
+    """Identity of the sketches a config reads. For a prepared store this includes the
+    store's content hash, so re-preparing a store at the same path never reuses features
+    extracted from the old one."""
+    data = dataclasses.asdict(cfg.data)
+    if cfg.data.source == "store":
+        data["store_content"] = read_meta(cfg.data.path).get("content_sha256")
+    return _digest(data)
 
 
 @dataclass

@@ -394,3 +394,17 @@ def test_prepare_killed_with_sigkill_then_rerun_gives_the_same_store(tmp_path):
     reference = tmp_path / "reference"
     assert prepare_main(args + ["--out", str(reference)]) == 0
     assert _files(out) == _files(reference) and not partial.exists()
+
+
+def test_feature_cache_key_changes_when_a_store_is_reprepared_at_the_same_path(tmp_path):
+    # Evaluation caches features keyed by the data they came from; a store re-prepared in
+    # place (other seed, so other sketches per split) must not reuse the old features.
+    from engine.features import data_digest
+
+    out = tmp_path / "store"
+    over = {"data.source": "store", "data.path": str(out)}
+    _prepare(out, classes=["apple"], per_class={"train": 3, "val": 1, "query": 2, "gallery": 3})
+    first = data_digest(load_config("tcn_rotation", over))
+    assert data_digest(load_config("tcn_rotation", over)) == first  # stable for the same store
+    _prepare(out, classes=["apple"], per_class={"train": 3, "val": 1, "query": 2, "gallery": 3}, seed=7)
+    assert data_digest(load_config("tcn_rotation", over)) != first
