@@ -7,7 +7,6 @@ the model read the data's modality?) so that a bad config fails before any train
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 
@@ -108,14 +107,3 @@ def feature_layer(cfg: ExperimentConfig, model: torch.nn.Module, layer: str | No
             f"known: {', '.join(model.feature_names)}"
         )
     return layer
-
-
-def check_experiment(cfg: ExperimentConfig) -> int:
-    """Every cross-package check, without building datasets. Returns the head size."""
-    algorithm = build_algorithm(cfg)
-    n = head_size(cfg, algorithm)
-    if cfg.model.name not in models.MODELS:
-        raise ConfigError(f"model.name '{cfg.model.name}' is unknown; known: {', '.join(sorted(models.MODELS))}")
-    if cfg.data.source == "store" and not Path(cfg.data.path).exists():
-        raise ConfigError(f"data path {cfg.data.path} does not exist")
-    return n

@@ -40,7 +40,6 @@ from engine.cli import parse_set, run_cli
 from engine.features import (
     Encoder,
     FeatureCache,
-    extract_features,
     load_encoder,
     random_encoder,
 )
@@ -52,60 +51,13 @@ from utils.feature_store import read_rows
 from utils.fusion import FUSION_MODES
 from utils.probe import DEFAULT_MAX_ITER, DEFAULT_WD_GRID
 from utils.retrieval import DEFAULT_MEMORY_MB, retrieval_metrics, topk_indices
-from utils.rng import seed_everything
 
 #: Precision@K cut-offs when neither ``--topk`` nor the config's ``eval.topk`` chooses others.
 DEFAULT_TOPK = (1, 10, 100, 1000)
 #: Data keys that decide which sketches are queries and gallery items.
 IDENTITY_KEYS = ("source", "path", "num_classes", "query_per_class", "gallery_per_class", "seed")
 
-__all__ = [
-    "load_trained",
-    "random_init_model",
-    "extract_features",
-    "evaluate_retrieval",
-    "format_table",
-    "eval_main",
-    "run_evaluation",
-]
-
-
-# ---------------------------------------------------------------------------- in-memory API
-def load_trained(path: str | Path, device: torch.device) -> tuple[torch.nn.Module, ExperimentConfig, dict]:
-    """Model with the checkpoint's weights (eval mode), its config, and the raw checkpoint dict."""
-    from utils.checkpoint import load_checkpoint
-
-    enc = load_encoder(path)
-    return enc.model(device), enc.cfg, load_checkpoint(path, map_location="cpu")
-
-
-def random_init_model(cfg: ExperimentConfig, num_outputs: int, seed: int, device: torch.device) -> torch.nn.Module:
-    """The same architecture as a trained model, with fresh seeded initial weights."""
-    seed_everything(seed)
-    return build.build_model(cfg, num_outputs).to(device).eval()
-
-
-def evaluate_retrieval(
-    model: torch.nn.Module,
-    cfg: ExperimentConfig,
-    layer: str,
-    device: torch.device,
-    metric: str = "cosine",
-    topk: Sequence[int] = (1, 10, 100),
-    progress: bool = True,
-    splits: tuple | None = None,
-) -> dict:
-    """mAP and precision@K of the query split against the gallery split of ``cfg``'s data,
-    features held in memory (small sets; the CLI streams from the feature cache instead).
-    ``splits`` may pass prebuilt (query, gallery) datasets to avoid rebuilding them."""
-    query_set, gallery_set = splits or (build.build_dataset(cfg, "query"), build.build_dataset(cfg, "gallery"))
-    bs, workers = cfg.eval.batch_size, cfg.train.workers
-    q, ql = extract_features(model, query_set, layer, device, bs, workers, "query features", progress)
-    g, gl = extract_features(model, gallery_set, layer, device, bs, workers, "gallery features", progress)
-    out = retrieval_metrics(q, ql, g, gl, metric=metric, topk=topk)
-    out.pop("ap")
-    out.update({"layer": layer, "metric": metric, "feature_dim": q.shape[1], "gallery_size": len(g)})
-    return out
+__all__ = ["format_table", "eval_main", "run_evaluation"]
 
 
 # ---------------------------------------------------------------------------- tables

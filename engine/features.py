@@ -309,11 +309,11 @@ class FeatureCache:
                 raise
             dim = writer.dim
         if writes:
-            _atomic_save_npy(labels_path, labels.numpy())
+            atomic_write(labels_path, lambda fh: np.save(fh, labels.numpy()))
             meta = {"weights": enc.weights_id, "checkpoint": str(enc.ckpt) if enc.ckpt else None, "kind": enc.kind,
                     "seed": enc.seed, "split": split, "layer": enc.layer, "data": dataclasses.asdict(enc.cfg.data),
                     "dtype": self.dtype, "shape": [len(dataset), dim], "version": FEATURE_VERSION}
-            _atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+            atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
         distributed.barrier()
         self.extracted.append(path)
         return CachedFeatures(NpyReader(path), labels.numpy(), path, hit=False, seconds=time.time() - t0)
@@ -326,11 +326,3 @@ class FeatureCache:
         except BaseException:
             writer.abort()
             raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    atomic_write(path, lambda fh: np.save(fh, array))
