@@ -21,9 +21,12 @@ recursively for ``*.ndjson``, ``*.bin`` and ``*.npz``):
    gallery, then ``val``, then ``train``. The evaluation splits come first so that asking
    for more or less pretraining data never changes them.
 
-A class with fewer usable sketches than asked is split in the same proportions (largest
-remainder, ties in the order train, val, query, gallery) and listed in the report; it is
-never dropped. Defaults are the paper's: 10,000 pretraining sketches per class, of which
+A class with fewer usable sketches than asked is listed in the report and never dropped.
+``--fill proportional`` (the default) splits it in the same proportions as asked (largest
+remainder, ties in the order train, val, query, gallery); ``--fill in-order`` fills the
+splits in rank order instead (query, gallery, val, then train, each up to its count), so
+every class keeps the same query and gallery size and a short class gives up pretraining
+sketches first (what a small sample needs: see docs/REPRODUCTION.md). Defaults are the paper's: 10,000 pretraining sketches per class, of which
 1,000 validation (the released code held out 345,000 of 3,450,000), and 1,100 retrieval
 sketches, 100 query + 1,000 gallery: 11,100 per class, 3,829,500 for 345 classes.
 
@@ -57,6 +60,9 @@ DEFAULT_PER_CLASS: dict[str, int] = {"train": 9000, "val": 1000, "query": 100, "
 RANK_ORDER = ("query", "gallery", "val", "train")
 """Which split takes the lowest hash ranks first (evaluation splits are stable)."""
 
+FILL_MODES = ("proportional", "in-order")
+"""How a class with fewer usable sketches than asked is split (:func:`split_counts`)."""
+
 
 class PrepareError(ValueError):
     """A prepare run that cannot go on. One line naming the file or option."""
@@ -67,15 +73,25 @@ def split_hash(seed: int, key_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}:{key_id}".encode("utf-8"), digest_size=8).digest(), "big")
 
 
-def split_counts(available: int, per_class: dict[str, int]) -> dict[str, int]:
+def split_counts(available: int, per_class: dict[str, int], fill: str = "proportional") -> dict[str, int]:
     """How many of ``available`` sketches go to each split.
 
-    All asked counts when there are enough; otherwise the same proportions, rounded by
-    largest remainder (ties in :data:`STORE_SPLITS` order) so they sum to ``available``.
+    All asked counts when there are enough. Otherwise, ``fill="proportional"``: the same
+    proportions, rounded by largest remainder (ties in :data:`STORE_SPLITS` order) so they
+    sum to ``available``; ``fill="in-order"``: each split of :data:`RANK_ORDER` in turn
+    takes its full count while sketches are left (train, last, absorbs the shortfall).
     """
+    if fill not in FILL_MODES:
+        raise PrepareError(f"fill must be one of {', '.join(FILL_MODES)}, got '{fill}'")
     asked = sum(per_class.values())
     if available >= asked:
         return dict(per_class)
+    if fill == "in-order":
+        out, left = {}, available
+        for s in RANK_ORDER:
+            out[s] = min(per_class[s], left)
+            left -= out[s]
+        return {s: out[s] for s in STORE_SPLITS}
     exact = {s: per_class[s] * available / asked for s in STORE_SPLITS}
     out = {s: int(exact[s]) for s in STORE_SPLITS}
     left = available - sum(out.values())
@@ -150,7 +166,8 @@ def pack(sketch_strokes: Sequence[tuple[np.ndarray, ...]]) -> tuple[np.ndarray, 
     return points, np.asarray(lengths, dtype=np.int64)
 
 
-def prepare_class(name: str, files: Sequence[Path], per_class: dict[str, int], seed: int) -> ClassResult:
+def prepare_class(name: str, files: Sequence[Path], per_class: dict[str, int], seed: int,
+                  fill: str = "proportional") -> ClassResult:
     """Index, rank, decode and assign one class (see the module docstring)."""
     res = ClassResult(name)
     sources = [open_source(f, word=name) for f in files]
@@ -186,7 +203,7 @@ def prepare_class(name: str, files: Sequence[Path], per_class: dict[str, int], s
         for src in sources:
             src.close()
     res.usable = len(kept)
-    counts = split_counts(len(kept), per_class)
+    counts = split_counts(len(kept), per_class, fill)
     start = 0
     for split in RANK_ORDER:
         part = kept[start : start + counts[split]]
@@ -209,6 +226,7 @@ def prepare(
     workers: int = 1,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    fill: str = "proportional",
 ) -> dict:
     """Build the store ``out`` from Quick, Draw! files (module docstring). Returns its meta.
 
@@ -221,6 +239,7 @@ def prepare(
         workers: processes decoding classes in parallel (the result does not depend on it).
         progress: a progress bar over classes.
         log: where the summary lines go.
+        fill: how a short class is split, "proportional" or "in-order" (:func:`split_counts`).
 
     Raises:
         PrepareError, FormatError, StoreError: a one-line reason; ``out`` is left as it was.
@@ -228,6 +247,8 @@ def prepare(
     per_class = dict(DEFAULT_PER_CLASS if per_class is None else per_class)
     if set(per_class) != set(STORE_SPLITS):
         raise PrepareError(f"per_class needs exactly the splits {', '.join(STORE_SPLITS)}, got {sorted(per_class)}")
+    if fill not in FILL_MODES:
+        raise PrepareError(f"--fill must be one of {', '.join(FILL_MODES)}, got '{fill}'")
     t0 = time.time()
     by_class = find_files(sources)
     if classes is not None:
@@ -247,7 +268,7 @@ def prepare(
     cross_dups: list[dict] = []
     short: dict[str, dict] = {}
     info: dict[str, dict] = {}
-    jobs = [(c, by_class[c], per_class, seed) for c in names]
+    jobs = [(c, by_class[c], per_class, seed, fill) for c in names]
     from tqdm import tqdm  # here, not at import: the module must import without it
 
     with StoreWriter(out, num_classes=len(names)) as writer:
@@ -286,6 +307,7 @@ def prepare(
             "seed": seed,
             "per_class_asked": per_class,
             "rank_order": list(RANK_ORDER),
+            "fill": fill,
             "hash": "blake2b(f'{seed}:{key_id}', digest_size=8) as big-endian uint64, ties by key_id",
             "points": {"dtype": "uint8", "columns": ["x", "y", "end_of_stroke"]},
         }
@@ -306,8 +328,10 @@ def prepare(
     if report.total > 10:
         log(f"[prepare]   ... {report.total - 10} more in report.json")
     if short:
+        how = ("each is split in the same proportions" if fill == "proportional"
+               else "splits filled in the order query, gallery, val, train")
         log(f"[prepare] {len(short)} class(es) have fewer usable sketches than the {sum(per_class.values())} asked; "
-            "each is split in the same proportions (train/val/query/gallery):")
+            f"{how} (train/val/query/gallery):")
         for c, s in list(short.items())[:10]:
             log(f"[prepare]   '{c}': {s['usable']} -> " + "/".join(str(s["split"][k]) for k in STORE_SPLITS))
         if len(short) > 10:
@@ -332,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="split hash seed (default 0)")
     p.add_argument("--classes", help="comma-separated class names to use (default: every class found)")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--fill", choices=FILL_MODES, default="proportional",
+                   help="how a class with fewer sketches than asked is split: in the asked proportions "
+                        "(default) or query, gallery, val, train in turn (short classes lose train sketches)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -339,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 1:
             raise PrepareError(f"--workers must be >= 1, got {args.workers}")
         prepare(args.src, args.out, parse_per_class(args.per_class), seed=args.seed, classes=classes,
-                workers=args.workers, progress=not args.no_progress)
+                workers=args.workers, progress=not args.no_progress, fill=args.fill)
     except (PrepareError, FormatError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

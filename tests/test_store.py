@@ -16,7 +16,7 @@ import torch
 
 from config import ConfigError, load_config
 from data.formats import read_sketches
-from data.prepare import DEFAULT_PER_CLASS, main as prepare_main, prepare, split_counts
+from data.prepare import DEFAULT_PER_CLASS, PrepareError, main as prepare_main, prepare, split_counts
 from data.store import STORE_SPLITS, StoreError, StoreSketches, StoreWriter, read_meta
 from data.datasets import RasterDataset, StrokeDataset
 from engine import build
@@ -166,6 +166,39 @@ def test_short_class_is_split_in_proportion_and_reported(store):
     assert [meta["splits"][s]["per_class"][3] for s in STORE_SPLITS] == [eiffel["split"][s] for s in STORE_SPLITS]
     assert "apple" not in report["short_classes"]
 
+
+
+def test_in_order_fill_keeps_evaluation_splits_whole_and_shortens_train(tmp_path, store):
+    # Hand-computed: 20 asked (query 2, gallery 5, val 3, train 10).
+    assert split_counts(15, SMALL, "in-order") == {"train": 5, "val": 3, "query": 2, "gallery": 5}
+    assert split_counts(8, SMALL, "in-order") == {"train": 0, "val": 1, "query": 2, "gallery": 5}
+    assert split_counts(1, SMALL, "in-order") == {"train": 0, "val": 0, "query": 1, "gallery": 0}
+    assert split_counts(30, SMALL, "in-order") == SMALL
+    with pytest.raises(PrepareError, match="fill"):
+        split_counts(5, SMALL, "greedy")
+    out = tmp_path / "in_order"
+    prepare([QUICKDRAW], out, per_class={"train": 40, "val": 1, "query": 3, "gallery": 7}, classes=CLASSES,
+            progress=False, log=lambda _: None, fill="in-order")
+    meta = read_meta(out)
+    assert meta["fill"] == "in-order"
+    report = json.loads((out / "report.json").read_text())
+    for label, name in enumerate(meta["class_names"]):
+        usable = report["classes"][name]["usable"]
+        got = {s: meta["splits"][s]["per_class"][label] for s in STORE_SPLITS}
+        assert got["query"] == 3 and got["gallery"] == 7 and got["val"] == 1, name
+        assert got["train"] == min(40, usable - 11), name
+    # The evaluation splits are the same sketches whatever the fill: they take the lowest
+    # ranks first in both modes, and here no class is short of its 11 evaluation sketches.
+    prop = tmp_path / "prop"
+    prepare([QUICKDRAW], prop, per_class={"train": 40, "val": 1, "query": 3, "gallery": 7}, classes=CLASSES,
+            progress=False, log=lambda _: None)
+    short = json.loads((prop / "report.json").read_text())["short_classes"]
+    assert short, "the sample should have a class short of 51 sketches"
+    assert _split_keys(out)["query"] != _split_keys(prop)["query"]  # proportional shrinks query
+    with pytest.raises(PrepareError, match="--fill"):
+        prepare([QUICKDRAW], tmp_path / "bad", per_class=SMALL, classes=CLASSES, progress=False,
+                log=lambda _: None, fill="greedy")
+    assert not (tmp_path / "bad").exists()
 
 # ----------------------------------------------------------------------------- bad input
 
