@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .base import PretextAlgorithm
+from .rotation import new_views_like
 from .strokes import normalize_strokes, valid_rows, with_coordinates
 from .warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule
 
@@ -71,31 +72,155 @@ def _axis_index_maps(n: int, warp: AxisWarp, device: torch.device) -> tuple[Tens
 
 
 def _warp_last_dim(x: Tensor, warp: AxisWarp) -> Tensor:
-    """Apply the column rule along the last dim of x (..., n)."""
+    """Apply the column rule along the last dim of x (..., n) with a scatter (any warp)."""
     dest, fill = _axis_index_maps(x.shape[-1], warp, x.device)
     index = dest.expand(x.shape)
     merged = torch.zeros_like(x).scatter_reduce_(-1, index, x, reduce="amax", include_self=False)
     return merged.index_select(-1, fill)
 
 
-def deform_raster(x: Tensor, module: DeformationModule) -> Tensor:
-    """Deform a raster batch: x warp along columns, then y warp along rows.
-
-    Args:
-        x: (B, C, H, W) (or any (..., H, W)) float images, ink bright.
-        module: the warps; identity axes are skipped.
-
-    Returns:
-        New tensor of x's shape, dtype and device (contiguous).
-    """
-    if x.dim() < 2:
-        raise ValueError(f"raster must have at least 2 dims (..., H, W), got {tuple(x.shape)}")
+def _deform_raster_scatter(x: Tensor, module: DeformationModule) -> Tensor:
+    """The general path (any warp, folding ones included): scatter_reduce(amax) per axis."""
     out = x
     if not module.x.is_identity:
         out = _warp_last_dim(out, module.x)
     if not module.y.is_identity:
         out = _warp_last_dim(out.transpose(-1, -2), module.y).transpose(-1, -2)
     return out.contiguous() if out is not x else x.clone()
+
+
+class _AxisRuns:
+    """Gather plan of one axis whose destination map is monotone (a warp that does not fold).
+
+    Then the sources landing on one destination are a contiguous run [start, start + r),
+    and the merge is a max over each run. Runs of one source are slice copies (a stretch
+    of them has consecutive sources); longer runs are grouped by their length r: one
+    ``index_select`` of all the group's sources, viewed as (m, r), reduced by ``amax``.
+    The merged rows ("pool") are stored group after group; ``fill[j]`` is the pool row
+    destination j shows (its own run, or for an unreached j the nearest reached one to
+    its left), so one more ``index_select`` gives the warped axis.
+
+    Attributes:
+        singles: (source, offset, count): pool rows [offset, offset + count) are source
+            rows [source, source + count).
+        groups: (r, m, offset, index) per run length r > 1: m runs, pool rows
+            [offset, offset + m), index the (m * r,) source positions, run by run.
+        pooled: number of reached destinations (pool rows).
+        fill: (n,) long, pool row of each destination.
+    """
+
+    def __init__(self, dest: np.ndarray, device: torch.device) -> None:
+        n = len(dest)
+        lengths = np.bincount(dest, minlength=n)
+        starts = np.cumsum(lengths) - lengths
+        reached = np.flatnonzero(lengths)
+        pool_row = np.zeros(n, dtype=np.int64)
+        singles: list[tuple[int, int, int]] = []
+        groups = []
+        offset = 0
+        for r in np.unique(lengths[reached]):
+            runs = reached[lengths[reached] == r]
+            pool_row[runs] = np.arange(offset, offset + len(runs))
+            if r == 1:  # consecutive one-source runs have consecutive sources: slice copies
+                breaks = np.flatnonzero(np.diff(starts[runs]) != 1) + 1
+                for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(runs)]):
+                    singles.append((int(starts[runs[lo]]), offset + int(lo), int(hi - lo)))
+            else:
+                index = (starts[runs][:, None] + np.arange(r)).reshape(-1)
+                groups.append((int(r), len(runs), offset, torch.from_numpy(index).to(device)))
+            offset += len(runs)
+        shown = np.maximum.accumulate(np.where(lengths > 0, np.arange(n), 0))
+        self.singles: tuple[tuple[int, int, int], ...] = tuple(singles)
+        self.groups: tuple[tuple[int, int, int, Tensor], ...] = tuple(groups)
+        self.pooled: int = offset
+        self.fill: Tensor = torch.from_numpy(pool_row[shown]).to(device)
+
+    def merge(self, x: Tensor) -> Tensor:
+        """(..., n, W) -> (..., pooled, W): the max over each run along dim -2."""
+        pool = x.new_empty((*x.shape[:-2], self.pooled, x.shape[-1]))
+        for source, offset, count in self.singles:
+            pool[..., offset : offset + count, :].copy_(x[..., source : source + count, :])
+        for r, m, offset, index in self.groups:
+            sources = x.index_select(-2, index).unflatten(-2, (m, r))
+            torch.amax(sources, dim=-2, out=pool[..., offset : offset + m, :])
+        return pool
+
+
+@lru_cache(maxsize=64)
+def _axis_runs(n: int, warp: AxisWarp, device: torch.device) -> _AxisRuns | None:
+    """The run plan of one axis, or None when the destination map is not monotone."""
+    dest = destination_indices(n, warp)
+    if np.any(np.diff(dest) < 0):
+        return None
+    return _AxisRuns(dest, device)
+
+
+#: Elements per chunk of the run path (about 4 MB of float32): the intermediates stay in
+#: cache and in glibc's reused heap instead of fresh page-faulted mappings.
+RASTER_CHUNK_ELEMENTS: int = 1 << 20
+
+
+def _deform_raster_runs(x: Tensor, runs_x: _AxisRuns | None, runs_y: _AxisRuns | None, out: Tensor) -> None:
+    """Write the deformation of x (..., H, W) into the contiguous out, via run plans.
+
+    The rule is a max over a rectangle of sources per output pixel, separable in rows
+    and columns, and max is exact, so the order of the steps does not change a bit:
+    merge rows (y runs, along dim -2), transpose, merge the columns as rows (x runs),
+    spread them (x fill), transpose back and spread the rows (y fill) into out.
+    """
+    current = runs_y.merge(x) if runs_y is not None else x
+    if runs_x is not None:
+        turned = runs_x.merge(current.transpose(-1, -2).contiguous()).index_select(-2, runs_x.fill)
+        current = turned.transpose(-1, -2)
+        if runs_y is None:
+            out.copy_(current)
+            return
+        current = current.contiguous()
+    torch.index_select(current, -2, runs_y.fill, out=out)
+
+
+def deform_raster(x: Tensor, module: DeformationModule, out: Tensor | None = None) -> Tensor:
+    """Deform a raster batch: x warp along columns, then y warp along rows.
+
+    Warps that do not fold (monotone destination maps, every module in
+    ``DEFORMATION_MODULES``) take a gather path: runs of sources are max-merged with
+    ``index_select`` + ``amax`` (``_AxisRuns``), ``RASTER_CHUNK_ELEMENTS`` at a time.
+    Folding warps (``allow_folding=True``) and inputs that need a gradient take the
+    ``scatter_reduce(amax)`` path. Both give the same bits as ``deform_raster_reference``.
+
+    Args:
+        x: (B, C, H, W) (or any (..., H, W)) float images, ink bright.
+        module: the warps; identity axes are skipped.
+        out: optional contiguous tensor of x's shape, dtype and device to write into.
+
+    Returns:
+        New tensor (or out) of x's shape, dtype and device (contiguous).
+    """
+    if x.dim() < 2:
+        raise ValueError(f"raster must have at least 2 dims (..., H, W), got {tuple(x.shape)}")
+    if out is not None and (out.shape != x.shape or out.dtype != x.dtype or out.device != x.device
+                            or not out.is_contiguous()):
+        raise ValueError(
+            f"deform_raster: out must be a contiguous {x.dtype} tensor of shape {tuple(x.shape)} "
+            f"on {x.device}, got a {out.dtype} tensor of shape {tuple(out.shape)} on {out.device}"
+        )
+    height, width = x.shape[-2], x.shape[-1]
+    runs_x = None if module.x.is_identity else _axis_runs(width, module.x, x.device)
+    runs_y = None if module.y.is_identity else _axis_runs(height, module.y, x.device)
+    folds = (runs_x is None and not module.x.is_identity) or (runs_y is None and not module.y.is_identity)
+    if folds or (runs_x is None and runs_y is None) or (torch.is_grad_enabled() and x.requires_grad):
+        result = _deform_raster_scatter(x, module)
+        return result if out is None else out.copy_(result)
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if x.dim() < 3:
+        _deform_raster_runs(x, runs_x, runs_y, out)
+        return out
+    flat_x, flat_out = x.reshape(-1, height, width), out.view(-1, height, width)
+    chunk = max(1, RASTER_CHUNK_ELEMENTS // max(1, height * width))
+    for i in range(0, flat_x.shape[0], chunk):
+        _deform_raster_runs(flat_x[i : i + chunk], runs_x, runs_y, flat_out[i : i + chunk])
+    return out
 
 
 def deform_raster_reference(img: np.ndarray, module: DeformationModule) -> np.ndarray:
@@ -316,12 +441,18 @@ class DeformationAlgorithm(PretextAlgorithm):
             targets: (2B,) int64 = [0]*B + [1]*B, on x.device.
         """
         self.check_input(x)
-        if self.modality == "raster":
-            plain, deformed = x, deform_raster(x, self.deformation)
+        if self.modality == "raster" and not (torch.is_grad_enabled() and x.requires_grad):
+            batch = x.shape[0]
+            inputs = new_views_like(x, 2 * batch)  # both views written in place, no cat
+            inputs[:batch].copy_(x)
+            deform_raster(x, self.deformation, out=inputs[batch:])
         else:
-            plain = normalize_strokes(x)
-            deformed = deform_strokes(x, self.deformation, normalize=True)
-        inputs = torch.cat([plain, deformed], dim=0)
+            if self.modality == "raster":
+                plain, deformed = x, deform_raster(x, self.deformation)
+            else:
+                plain = normalize_strokes(x)
+                deformed = deform_strokes(x, self.deformation, normalize=True)
+            inputs = torch.cat([plain, deformed], dim=0)
         targets = torch.arange(2, device=x.device).repeat_interleave(x.shape[0])
         return inputs, targets
 

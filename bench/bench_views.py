@@ -1,10 +1,13 @@
 """Pretext views per second per CPU core: batched tensor path vs the per-sample reference.
 
     python bench/bench_views.py [--batch 64] [--size 224] [--repeats 5]
+    python bench/bench_views.py --growth [--batches 16 64 256] [--sizes 64 112 224] [--repeats 3]
 
 Both paths run in the same process on the same batch, pinned to one thread, so the ratio is
 what matters (these machines are noisy). A "view" is one model input (rotation makes 4 per
-sketch, deformation 2).
+sketch, deformation 2). With --growth it prints how the cost grows instead: one table over
+batch sizes (at --size px) and one over raster sizes (at --batch sketches; strokes do not
+depend on the raster size, so that table has raster rows only).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from algorithms.reference import reference_views  # noqa: E402
 from data.datasets import RasterDataset, StrokeDataset  # noqa: E402
 from data.synthetic import SyntheticSketches  # noqa: E402
 
+TASKS = (("rotation", {}), ("deformation", {"module": "released"}))
+
 
 def best_time(fn, repeats: int) -> float:
     fn()  # warm-up (index-map caches, allocator)
@@ -35,34 +40,77 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
+def make_batch(modality: str, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `batch` synthetic training sketches as a raster or stroke batch."""
+    source = SyntheticSketches("train", per_class=max(1, batch // 12 + 1), num_classes=12, seed=0)
+    ds = RasterDataset(source, image_size=size) if modality == "raster" else StrokeDataset(source)
+    items = [ds[i] for i in range(batch)]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def measure(task: str, params: dict, modality: str, x: torch.Tensor, y: torch.Tensor,
+            repeats: int) -> tuple[int, float, float]:
+    """(views per batch, reference seconds, batched seconds), best of `repeats`."""
+    algorithm = build_algorithm(task, modality, **params)
+    n_views = len(algorithm.views(x, y)[1])
+    t_ref = best_time(lambda: reference_views(algorithm, x, y), repeats)
+    t_fast = best_time(lambda: algorithm.views(x, y), repeats)
+    return n_views, t_ref, t_fast
+
+
+def row(*cells: object) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--growth", action="store_true", help="tables over --batches and --sizes instead")
+    p.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
+    p.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
     args = p.parse_args()
     torch.set_num_threads(1)
+    machine = f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
 
-    source = SyntheticSketches("train", per_class=max(1, args.batch // 12 + 1), num_classes=12, seed=0)
-    datasets = {"raster": RasterDataset(source, image_size=args.size), "stroke": StrokeDataset(source)}
-    batches = {}
-    for modality, ds in datasets.items():
-        items = [ds[i] for i in range(args.batch)]
-        batches[modality] = (torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items]))
+    if not args.growth:
+        batches = {m: make_batch(m, args.batch, args.size) for m in ("raster", "stroke")}
+        print(f"{machine}; batch {args.batch} sketches, rasters {args.size} px, strokes 100 x 4, "
+              f"best of {args.repeats}")
+        print(row("task", "branch", "views/batch", "per-sample views/s", "batched views/s", "speed-up"))
+        print(row(*["---"] * 6))
+        for task, params in TASKS:
+            for modality in ("raster", "stroke"):
+                n_views, t_ref, t_fast = measure(task, params, modality, *batches[modality], args.repeats)
+                print(row(task, modality, n_views, f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}",
+                          f"{t_ref / t_fast:.1f}x"))
+        return
 
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread; "
-          f"batch {args.batch} sketches, rasters {args.size} px, strokes 100 x 4")
-    print("| task | branch | views/batch | per-sample views/s | batched views/s | speed-up |")
-    print("|---|---|---|---|---|---|")
-    for task, params in (("rotation", {}), ("deformation", {"module": "released"})):
+    header = row("task", "branch", "batch", "raster px", "per-sample views/s", "batched views/s",
+                 "batched ms/batch", "speed-up")
+    print(f"{machine}; best of {args.repeats}")
+    print(f"\nBatch size (rasters {args.size} px, strokes 100 x 4):\n")
+    print(header)
+    print(row(*["---"] * 8))
+    largest = {m: make_batch(m, max(args.batches), args.size) for m in ("raster", "stroke")}
+    for task, params in TASKS:
         for modality in ("raster", "stroke"):
-            algorithm = build_algorithm(task, modality, **params)
-            x, y = batches[modality]
-            n_views = len(algorithm.views(x, y)[1])
-            t_ref = best_time(lambda: reference_views(algorithm, x, y), args.repeats)
-            t_fast = best_time(lambda: algorithm.views(x, y), args.repeats)
-            print(f"| {task} | {modality} | {n_views} | {n_views / t_ref:,.0f} | {n_views / t_fast:,.0f} | "
-                  f"{t_ref / t_fast:.1f}x |")
+            for b in args.batches:
+                x, y = (t[:b] for t in largest[modality])
+                n_views, t_ref, t_fast = measure(task, params, modality, x, y, args.repeats)
+                print(row(task, modality, b, args.size if modality == "raster" else "-",
+                          f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}", f"{1000 * t_fast:.2f}",
+                          f"{t_ref / t_fast:.1f}x"))
+    print(f"\nRaster size (batch {args.batch}):\n")
+    print(header)
+    print(row(*["---"] * 8))
+    rasters = {s: make_batch("raster", args.batch, s) for s in args.sizes}
+    for task, params in TASKS:
+        for s in args.sizes:
+            n_views, t_ref, t_fast = measure(task, params, "raster", *rasters[s], args.repeats)
+            print(row(task, "raster", args.batch, s, f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}",
+                      f"{1000 * t_fast:.2f}", f"{t_ref / t_fast:.1f}x"))
 
 
 if __name__ == "__main__":

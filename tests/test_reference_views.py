@@ -48,3 +48,84 @@ def test_released_stroke_order_reference_follows_the_applied_warp():
     algorithm = build_algorithm("deformation", "stroke", stroke_argument_order="released", allow_folding=True)
     x, y = batch("stroke")
     torch.testing.assert_close(algorithm.views(x, y)[0], reference_views(algorithm, x, y)[0], rtol=0, atol=1e-6)
+
+
+# ----------------------------------------------------------------- fast raster paths
+# The raster views have two batched implementations each: deformation takes a gather path
+# (runs of sources merged by index_select + amax) when the warp's destination map is
+# monotone and the scatter_reduce(amax) path otherwise; rotation writes four strided copies
+# into one preallocated tensor (NumPy on the CPU) or falls back to torch.cat under autograd.
+
+import numpy as np  # noqa: E402
+
+from algorithms import deformation as deformation_module  # noqa: E402
+from algorithms.deformation import _axis_runs, _deform_raster_scatter, deform_raster, deform_raster_reference  # noqa: E402
+from algorithms.rotation import rotate_raster, rotation_views_raster  # noqa: E402
+from algorithms.warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule  # noqa: E402
+
+FOLDING = AxisWarp(1.0, -4.1, 0.0)  # its destination map goes backwards on 64 and 31 pixels
+
+
+def grey_rasters(*shape, seed=0):
+    """Grey levels with ties (multiples of 1/8) and plenty of zeros, so max merges matter."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.randint(0, 9, shape, generator=g).float() / 8
+    return values * (torch.rand(shape, generator=g) < 0.3)
+
+
+@pytest.mark.parametrize("module", list(DEFORMATION_MODULES.values()), ids=list(DEFORMATION_MODULES))
+@pytest.mark.parametrize("shape", [(3, 2, 64, 64), (2, 1, 31, 57), (5, 224, 224), (17, 9), (2, 1, 1, 7), (1, 1, 6, 1)])
+def test_gather_path_equals_scatter_path_and_reference(module, shape):
+    x = grey_rasters(*shape)
+    fast = deform_raster(x, module)
+    assert fast.is_contiguous() and fast.dtype == x.dtype
+    assert torch.equal(fast, _deform_raster_scatter(x, module))
+    flat = x.reshape(-1, *shape[-2:])
+    ref = np.stack([deform_raster_reference(img.numpy(), module) for img in flat]).reshape(shape)
+    assert torch.equal(fast, torch.from_numpy(ref))
+
+
+def test_gather_path_chunks_and_dtypes(monkeypatch):
+    module = DEFORMATION_MODULES["released"]
+    x = grey_rasters(7, 3, 40, 40, seed=1)
+    expected = _deform_raster_scatter(x, module)
+    monkeypatch.setattr(deformation_module, "RASTER_CHUNK_ELEMENTS", 2 * 40 * 40)  # 11 chunks, last one short
+    assert torch.equal(deform_raster(x, module), expected)
+    for dtype in (torch.float64, torch.uint8):
+        assert torch.equal(deform_raster((x * 8).to(dtype), module), _deform_raster_scatter((x * 8).to(dtype), module))
+    out = torch.full_like(x, -1.0)
+    assert deform_raster(x, module, out=out) is out and torch.equal(out, expected)
+    with pytest.raises(ValueError, match="out must be a contiguous"):
+        deform_raster(x, module, out=torch.empty(7, 3, 40, 40).transpose(-1, -2))
+
+
+def test_folding_warp_takes_the_scatter_path_and_still_matches_the_reference():
+    assert _axis_runs(64, FOLDING, torch.device("cpu")) is None
+    assert _axis_runs(64, DEFORMATION_MODULES["released"].x, torch.device("cpu")) is not None
+    for module in (DeformationModule("fold_x", x=FOLDING, y=IDENTITY, allow_folding=True),
+                   DeformationModule("mixed", x=DEFORMATION_MODULES["released"].x, y=FOLDING, allow_folding=True)):
+        x = grey_rasters(2, 1, 64, 64, seed=2)
+        ref = np.stack([[deform_raster_reference(c.numpy(), module) for c in img] for img in x])
+        assert torch.equal(deform_raster(x, module), torch.from_numpy(ref))
+    algorithm = build_algorithm("deformation", "raster", custom={"x": [1.0, -4.1, 0.0]}, allow_folding=True)
+    x, y = batch("raster")
+    assert torch.equal(algorithm.views(x, y)[0], reference_views(algorithm, x, y)[0])
+
+
+def test_raster_views_keep_the_gradient_path():
+    x = grey_rasters(2, 1, 16, 16).requires_grad_()
+    for name, params in (("rotation", {}), ("deformation", {"module": "released"})):
+        inputs, _ = build_algorithm(name, "raster", **params).views(x)
+        assert inputs.requires_grad
+        inputs.sum().backward()
+        assert x.grad is not None and x.grad.shape == x.shape
+        x.grad = None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8, torch.bfloat16])
+def test_rotation_views_into_one_tensor_equal_the_cat(dtype):
+    x = (grey_rasters(3, 2, 9, 9, seed=3) * 8).to(dtype)
+    for source in (x, x.transpose(-1, -2), x[:, :1]):
+        views = rotation_views_raster(source)
+        assert views.is_contiguous() and views.dtype == dtype
+        assert torch.equal(views, torch.cat([rotate_raster(source, k) for k in range(4)]))
