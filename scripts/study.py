@@ -1,0 +1,445 @@
+"""The reproduction study (issue 8): pretrain, evaluate and tabulate on real Quick, Draw! sketches.
+
+    python scripts/study.py                        # the whole CPU study, ~45 min on 2 cores
+    python scripts/study.py --dry-run              # print every command, run nothing
+    python scripts/study.py --scale full --dry-run # the same study at the paper's scale (GPU)
+    python scripts/study.py --table-only           # rebuild the table from finished runs
+    python scripts/study.py --check                # rerun, then compare with the committed numbers
+
+Every number of ``docs/REPRODUCTION.md`` comes from a command this script runs; the commands
+are the project's public entry points (``python -m data.prepare``, ``train_cnn.py``,
+``train_tcn.py``, ``eval_retrieval.py``) and are printed into the document verbatim. Steps:
+
+1. **prepare** the real sample (``../shared/quickdraw``: simplified, raw, ``.bin`` and
+   ``.npz`` files of 342 classes, one drawing per ``key_id``) into a store whose query and
+   gallery splits are the same size in every class (``--fill in-order``) and whose
+   pretraining split is capped per class, so the large classes (monkey, face, pig) do not
+   dominate;
+2. **train** every experiment with the study's overrides (smaller rasters, fewer epochs,
+   smaller batches: :data:`SCALES`); TCN runs for several seeds, CNN runs for one;
+3. **evaluate** groups of rows with ``eval_retrieval.py`` (retrieval mAP, precision@K,
+   linear probe), features cached per checkpoint;
+4. **tabulate**: mean and standard deviation over seeds, the paper's claims checked one by
+   one, wall-clock per command; written to ``<work>/results.json`` and between the markers
+   of ``docs/REPRODUCTION.md``.
+
+Nothing is lost on a crash: a finished run (its ``metrics.jsonl`` has the last epoch) is
+skipped, an unfinished one resumes from ``last.pt``, a finished evaluation (its JSON exists
+and names the same command) is reused. ``--fresh`` removes the work folder first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "REPRODUCTION.md"
+COMMITTED = ROOT / "docs" / "reproduction" / "results.json"
+
+# ----------------------------------------------------------------------------- the study
+SCALES = {
+    # What runs on 2 CPU cores in under an hour. Pretraining sketches are few (about 3,300),
+    # so batches are small enough to give each epoch ~50 steps.
+    "cpu": {
+        "per_class": "train=40,val=1,query=3,gallery=7",
+        "fill": "in-order",
+        "cnn": ["--epochs", "4", "--batch-size", "64", "--set", "data.image_size=112",
+                "--set", "optim.lr_schedule=[[1,0.01],[4,0.001]]"],
+        "tcn": ["--epochs", "6", "--batch-size", "64",
+                "--set", "optim.lr_schedule=[[1,0.001],[5,0.0001]]"],
+        "train_extra": ["--no-progress"],
+        "probe": ["--probe", "--probe-wd", "1e-4", "1e-3", "1e-2", "--probe-iters", "50"],
+        "tcn_seeds": [0, 1, 2],
+    },
+    # The paper's scale: the experiment configs as they are (224 px, 10 epochs, batch 256 /
+    # 512, the released schedules) on the full download, on one CUDA GPU.
+    "full": {
+        "per_class": "train=9000,val=1000,query=100,gallery=1000",
+        "fill": "proportional",
+        "cnn": ["--workers", "16", "--set", "train.amp=bf16", "--set", "train.channels_last=True"],
+        "tcn": ["--workers", "16", "--set", "train.amp=bf16"],
+        "train_extra": [],
+        "probe": ["--probe"],
+        "tcn_seeds": [0, 1, 2],
+    },
+    # A plumbing check of this script (a minute on 2 cores): 6 classes, 2 steps per run.
+    # Its numbers mean nothing.
+    "smoke": {
+        "per_class": "train=8,val=1,query=2,gallery=4",
+        "fill": "in-order",
+        "classes": "apple,banana,face,monkey,pig,triangle",
+        "cnn": ["--epochs", "1", "--max-steps", "2", "--batch-size", "8", "--set", "data.image_size=64"],
+        "tcn": ["--epochs", "1", "--max-steps", "2", "--batch-size", "8"],
+        "train_extra": ["--no-progress"],
+        "probe": ["--probe", "--probe-wd", "1e-2", "--probe-iters", "5"],
+        "tcn_seeds": [0, 1],
+    },
+}
+
+CNN_RUNS = ("cnn_rotation", "cnn_deform", "cnn_rotation_resnet", "cnn_supervised")
+TCN_RUNS = ("tcn_rotation", "tcn_deform", "tcn_rotation_dilated", "tcn_supervised")
+CNN_SEED = 0
+
+
+@dataclass
+class Step:
+    key: str  # unique id, also the log / result file stem
+    kind: str  # prepare | train | eval
+    argv: list[str]  # without the interpreter
+    rows: list[str] = field(default_factory=list)  # eval: row ids, in eval_retrieval.py's order
+    run_dir: Path | None = None  # train: the run folder
+    epochs: int = 0  # train: the last epoch
+
+    def shell(self) -> str:
+        return "python " + " ".join(shlex.quote(a) for a in self.argv)
+
+
+def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
+    """Every command of the study, in order."""
+    s = SCALES[scale]
+    store = str(work / "store")
+    runs = work / "runs"
+    results = work / "results"
+    steps = [Step("prepare", "prepare", ["-m", "data.prepare", "--src", quickdraw, "--out", store,
+                                         "--per-class", s["per_class"], "--fill", s["fill"], "--seed", "0",
+                                         "--workers", "2", "--no-progress"]
+                   + (["--classes", s["classes"]] if s.get("classes") else []))]
+
+    def run(exp: str, seed: int) -> Path:
+        return runs / f"seed{seed}" / exp
+
+    def ckpt(exp: str, seed: int) -> str:
+        return str(run(exp, seed) / "best.pt")
+
+    def epochs_of(args: list[str], default: int) -> int:
+        return int(args[args.index("--epochs") + 1]) if "--epochs" in args else default
+
+    for exp in CNN_RUNS:
+        steps.append(Step(f"train-{exp}-seed{CNN_SEED}", "train",
+                          ["train_cnn.py", "--exp", exp, "--data", store, "--out", str(runs / f"seed{CNN_SEED}"),
+                           "--seed", str(CNN_SEED), *s["cnn"], *s["train_extra"]],
+                          run_dir=run(exp, CNN_SEED), epochs=epochs_of(s["cnn"], 10)))
+    for seed in s["tcn_seeds"]:
+        for exp in TCN_RUNS:
+            steps.append(Step(f"train-{exp}-seed{seed}", "train",
+                              ["train_tcn.py", "--exp", exp, "--data", store, "--out", str(runs / f"seed{seed}"),
+                               "--seed", str(seed), *s["tcn"], *s["train_extra"]],
+                              run_dir=run(exp, seed), epochs=epochs_of(s["tcn"], 10)))
+
+    def ev(key: str, rows: list[str], args: list[str], pictures: bool = False) -> Step:
+        argv = ["eval_retrieval.py", *args, *s["probe"], "--json", str(results / f"{key}.json"), "--no-progress"]
+        return Step(key, "eval", argv if pictures else argv + ["--no-pictures"], rows=rows)
+
+    c = CNN_SEED
+    steps.append(ev("eval-cnn", ["cnn_rotation", "random_alexnet", "cnn_deform", "cnn_supervised"],
+                    ["--ckpt", ckpt("cnn_rotation", c), "--random-baseline", "--seed", str(c),
+                     "--baseline", ckpt("cnn_deform", c), "--baseline", ckpt("cnn_supervised", c)]))
+    steps.append(ev("eval-cnn-fusion", ["fuse_cnn_rot_deform"],
+                    ["--fuse", ckpt("cnn_rotation", c), ckpt("cnn_deform", c)]))
+    steps.append(ev("eval-resnet", ["cnn_rotation_resnet", "random_resnet"],
+                    ["--ckpt", ckpt("cnn_rotation_resnet", c), "--random-baseline", "--seed", str(c)]))
+    for seed in s["tcn_seeds"]:
+        sd = str(seed)
+        steps.append(ev(f"eval-tcn-seed{seed}", ["tcn_rotation", "random_tcn", "tcn_deform", "tcn_supervised"],
+                        ["--ckpt", ckpt("tcn_rotation", seed), "--random-baseline", "--seed", sd,
+                         "--baseline", ckpt("tcn_deform", seed), "--baseline", ckpt("tcn_supervised", seed)]))
+        steps.append(ev(f"eval-dilated-seed{seed}", ["tcn_rotation_dilated", "random_tcn_dilated"],
+                        ["--ckpt", ckpt("tcn_rotation_dilated", seed), "--random-baseline", "--seed", sd]))
+        # The dual branch and its random-init counterpart (random CNN and TCN, both seed s).
+        steps.append(ev(f"eval-dual-seed{seed}", ["fuse_dual", "random_fuse_dual"],
+                        ["--fuse", ckpt("cnn_rotation", c), ckpt("tcn_rotation", seed),
+                         "--random-baseline", "--seed", sd], pictures=seed == s["tcn_seeds"][0]))
+        steps.append(ev(f"eval-fusions-seed{seed}", ["fuse_tcn_rot_deform", "fuse_dual_supervised"],
+                        ["--fuse", ckpt("tcn_rotation", seed), ckpt("tcn_deform", seed),
+                         "--fuse", ckpt("cnn_supervised", c), ckpt("tcn_supervised", seed)]))
+    return steps
+
+
+# Rows of the table: (row id, what it is, architecture family for the "beats random" claim).
+TABLE = (
+    ("random_alexnet", "random init, AlexNet-BN (CNN)", None),
+    ("cnn_rotation", "AlexNet-BN, rotation (`cnn_rotation`)", "random_alexnet"),
+    ("cnn_deform", "AlexNet-BN, deformation (`cnn_deform`)", "random_alexnet"),
+    ("random_resnet", "random init, ResNet-18 (CNN)", None),
+    ("cnn_rotation_resnet", "ResNet-18, rotation (`cnn_rotation_resnet`)", "random_resnet"),
+    ("random_tcn", "random init, TCN", None),
+    ("tcn_rotation", "TCN, rotation (`tcn_rotation`)", "random_tcn"),
+    ("tcn_deform", "TCN, deformation (`tcn_deform`)", "random_tcn"),
+    ("random_tcn_dilated", "random init, dilated TCN", None),
+    ("tcn_rotation_dilated", "dilated TCN, rotation (`tcn_rotation_dilated`)", "random_tcn_dilated"),
+    ("fuse_dual", "fusion CNN + TCN: cnn_rotation + tcn_rotation (dual branch)", "random_fuse_dual"),
+    ("random_fuse_dual", "random init, fused AlexNet-BN + TCN", None),
+    ("fuse_cnn_rot_deform", "fusion rotation + deformation, CNN: cnn_rotation + cnn_deform", None),
+    ("fuse_tcn_rot_deform", "fusion rotation + deformation, TCN: tcn_rotation + tcn_deform", None),
+    ("cnn_supervised", "supervised AlexNet-BN (`cnn_supervised`)", None),
+    ("tcn_supervised", "supervised TCN (`tcn_supervised`)", None),
+    ("fuse_dual_supervised", "fusion of the supervised CNN + TCN", None),
+)
+METRICS = (("mAP", "mAP"), ("P@10", "P@10"), ("top1", "probe top-1"))
+
+
+# ----------------------------------------------------------------------------- running
+def run_done(step: Step) -> bool:
+    """A training run is finished when its metrics.jsonl records the last epoch."""
+    m = step.run_dir / "metrics.jsonl"
+    if not m.is_file():
+        return False
+    lines = [ln for ln in m.read_text().splitlines() if ln.strip()]
+    try:
+        return bool(lines) and json.loads(lines[-1]).get("epoch") == step.epochs
+    except json.JSONDecodeError:
+        return False
+
+
+def eval_done(step: Step) -> bool:
+    out = Path(step.argv[step.argv.index("--json") + 1])
+    marker = out.with_suffix(".cmd")
+    return out.is_file() and marker.is_file() and marker.read_text() == step.shell()
+
+
+def execute(steps: list[Step], work: Path, timings: dict) -> None:
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for i, step in enumerate(steps, 1):
+        head = f"[study] {i}/{len(steps)} {step.key}"
+        argv = list(step.argv)
+        if step.kind == "prepare" and (work / "store" / "meta.json").is_file():
+            print(f"{head}: store exists, kept", flush=True)
+            continue
+        if step.kind == "train":
+            if run_done(step):
+                print(f"{head}: finished earlier, kept", flush=True)
+                continue
+            if (step.run_dir / "last.pt").is_file():
+                argv.append("--resume")
+        if step.kind == "eval" and eval_done(step):
+            print(f"{head}: evaluated earlier, kept", flush=True)
+            continue
+        print(f"{head}: {step.shell()}", flush=True)
+        t0 = time.time()
+        log = logs / f"{step.key}.log"
+        with open(log, "w") as fh:
+            proc = subprocess.run([sys.executable, *argv], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        seconds = time.time() - t0
+        if proc.returncode != 0:
+            tail = log.read_text().splitlines()[-15:]
+            raise SystemExit(f"[study] {step.key} failed (exit {proc.returncode}); log {log}:\n" + "\n".join(tail))
+        if step.kind == "eval":
+            out = Path(step.argv[step.argv.index("--json") + 1])
+            out.with_suffix(".cmd").write_text(step.shell())
+        # A resumed run's time is the sum of its parts.
+        timings[step.key] = round(timings.get(step.key, 0.0) * ("--resume" in argv) + seconds, 1)
+        (work / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        print(f"{head}: done in {seconds:.0f}s", flush=True)
+
+
+# ----------------------------------------------------------------------------- tabulating
+def collect(steps: list[Step]) -> dict:
+    """Row id -> metric -> list of (seed, value), from the evaluation JSON files."""
+    out: dict[str, dict[str, list]] = {}
+    for step in steps:
+        if step.kind != "eval":
+            continue
+        path = Path(step.argv[step.argv.index("--json") + 1])
+        if not path.is_file():
+            raise SystemExit(f"[study] {path}: missing; run the study first (or drop --table-only)")
+        rows = json.loads(path.read_text())["results"]
+        if len(rows) != len(step.rows):
+            raise SystemExit(f"[study] {path}: {len(rows)} rows, expected {len(step.rows)} ({', '.join(step.rows)})")
+        seed = int(step.key.rsplit("seed", 1)[1]) if "seed" in step.key else CNN_SEED
+        for rid, row in zip(step.rows, rows):
+            vals = {"mAP": row["mAP"], "P@10": row["P@10"], "top1": (row.get("probe") or {}).get("top1")}
+            for m, v in vals.items():
+                out.setdefault(rid, {}).setdefault(m, []).append([seed, v])
+    return out
+
+
+def stats(pairs: list) -> tuple[float, float, int]:
+    vals = [v for _, v in pairs if v is not None]
+    n = len(vals)
+    if n == 0:
+        return math.nan, math.nan, 0
+    mean = sum(vals) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else 0.0
+    return mean, sd, n
+
+
+def fmt(pairs: list, pct: bool = True) -> str:
+    mean, sd, n = stats(pairs)
+    if n == 0:
+        return "-"
+    scale = 100.0 if pct else 1.0
+    return f"{mean * scale:.2f} ± {sd * scale:.2f}" if n > 1 else f"{mean * scale:.2f}"
+
+
+def claims(res: dict) -> list[tuple[str, str, str]]:
+    """(claim, evidence, verdict) for each comparison the paper's claims imply."""
+    out = []
+
+    def m(rid: str) -> tuple[float, float, int]:
+        return stats(res[rid]["mAP"])
+
+    def beats(a: str, b: str) -> str:
+        (ma, sa, na), (mb, sb, nb) = m(a), m(b)
+        if ma <= mb:
+            return "does not hold"
+        if na < 2 and nb < 2:
+            return "holds (one seed: spread unknown)"
+        return "holds" if ma > mb + max(sa, sb) else "holds, within seed spread"
+
+    for rid, what, ref in TABLE:
+        if ref is None or rid not in res or ref not in res:
+            continue
+        ma, mb = m(rid)[0], m(ref)[0]
+        out.append((f"{rid} beats {ref} (retrieval mAP)", f"{100 * ma:.2f} vs {100 * mb:.2f}", beats(rid, ref)))
+    singles = ("cnn_rotation", "tcn_rotation")
+    best_single = max(singles, key=lambda r: m(r)[0])
+    out.append(("dual branch (fuse_dual) beats its best single branch",
+                f"{100 * m('fuse_dual')[0]:.2f} vs {best_single} {100 * m(best_single)[0]:.2f}",
+                beats("fuse_dual", best_single)))
+    for fused, parts in (("fuse_cnn_rot_deform", ("cnn_rotation", "cnn_deform")),
+                         ("fuse_tcn_rot_deform", ("tcn_rotation", "tcn_deform"))):
+        best = max(parts, key=lambda r: m(r)[0])
+        out.append((f"{fused} beats its best part", f"{100 * m(fused)[0]:.2f} vs {best} {100 * m(best)[0]:.2f}",
+                    beats(fused, best)))
+    # "Fusion narrows the gap to supervised training", read two ways. (a) Against the
+    # strongest supervised single branch: is the fused self-supervised descriptor closer
+    # to it than the best self-supervised branch is? (b) Against a supervised dual branch
+    # fused the same way, in mAP points and as a fraction of the supervised mAP.
+    sup_single = max(("cnn_supervised", "tcn_supervised"), key=lambda r: m(r)[0])
+    gap_single, gap_fused = m(sup_single)[0] - m(best_single)[0], m(sup_single)[0] - m("fuse_dual")[0]
+    out.append((f"fusion narrows the gap to the best supervised branch ({sup_single})",
+                f"gap {100 * gap_single:.2f} points from {best_single}, {100 * gap_fused:.2f} from fuse_dual",
+                "holds" if gap_fused < gap_single else "does not hold"))
+    sup = {"cnn_rotation": "cnn_supervised", "tcn_rotation": "tcn_supervised"}[best_single]
+    g1, g2 = m(sup)[0] - m(best_single)[0], m("fuse_dual_supervised")[0] - m("fuse_dual")[0]
+    r1, r2 = m(best_single)[0] / m(sup)[0], m("fuse_dual")[0] / m("fuse_dual_supervised")[0]
+    out.append(("fusion narrows the gap to a supervised model fused the same way",
+                f"{best_single} vs {sup}: gap {100 * g1:.2f} points, {100 * r1:.0f}% of supervised; "
+                f"fuse_dual vs fuse_dual_supervised: gap {100 * g2:.2f} points, {100 * r2:.0f}%",
+                ("holds" if g2 < g1 else "does not hold") + " in points, "
+                + ("holds" if r2 > r1 else "does not hold") + " as a fraction"))
+    return out
+
+
+def table_markdown(res: dict, steps: list[Step], timings: dict, scale: str) -> str:
+    s = SCALES[scale]
+    seeds = s["tcn_seeds"]
+    lines = ["| row | encoder | seeds | mAP (%) | P@10 (%) | probe top-1 (%) |", "|---|---|---|---|---|---|"]
+    for rid, what, _ in TABLE:
+        if rid not in res:
+            continue
+        n = stats(res[rid]["mAP"])[2]
+        lines.append(f"| `{rid}` | {what} | {n} | " + " | ".join(fmt(res[rid][k]) for k, _ in METRICS) + " |")
+    lines += ["", f"Mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} where a row has "
+              f"{len(seeds)} (every row with a TCN part); CNN runs use seed {CNN_SEED} only.", "",
+              "| claim | evidence (mAP %) | verdict |", "|---|---|---|"]
+    lines += [f"| {c} | {e} | {v} |" for c, e, v in claims(res)]
+    lines += ["", "Verdict rule: *holds* when the mean is higher by more than the larger seed standard "
+              "deviation of the two rows; *within seed spread* when higher by less; rows with one seed "
+              "have no spread to compare with.", "",
+              "| command | wall-clock (s) |", "|---|---|"]
+    for step in steps:
+        if step.key in timings:
+            lines.append(f"| `{step.key}` | {timings[step.key]:.0f} |")
+    total = sum(timings.get(st.key, 0.0) for st in steps)
+    lines.append(f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |")
+    return "\n".join(lines)
+
+
+def commands_markdown(steps: list[Step]) -> str:
+    return "```bash\n" + "\n".join(f"{st.shell()}   # {st.key}" for st in steps) + "\n```"
+
+
+def replace_between(text: str, name: str, body: str) -> str:
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"[study] {DOC}: markers {begin} / {end} not found")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def compare(new: dict, old: dict) -> list[str]:
+    """Rows whose mean moved by more than max(3 x seed sd, 0.5 points) from the committed study."""
+    bad = []
+    for rid, metrics in old.items():
+        for m, pairs in metrics.items():
+            if rid not in new or m not in new[rid]:
+                bad.append(f"{rid} {m}: missing in the new results")
+                continue
+            (mo, so, _), (mn, sn, _) = stats(pairs), stats(new[rid][m])
+            tol = max(3 * max(so, sn), 0.005)
+            if abs(mn - mo) > tol:
+                bad.append(f"{rid} {m}: {100 * mo:.2f} -> {100 * mn:.2f} (tolerance {100 * tol:.2f})")
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quickdraw", default="../shared/quickdraw", help="folder of Quick, Draw! files")
+    p.add_argument("--work", default="study", help="where the store, runs, results and logs go")
+    p.add_argument("--scale", choices=tuple(SCALES), default="cpu")
+    p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    p.add_argument("--table-only", action="store_true", help="rebuild the table from finished evaluations")
+    p.add_argument("--fresh", action="store_true", help="remove the work folder first")
+    p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/REPRODUCTION.md")
+    p.add_argument("--check", action="store_true",
+                   help=f"compare the results with {COMMITTED.relative_to(ROOT)}; exit 1 if a row moved")
+    args = p.parse_args(argv)
+    work = Path(args.work)
+    steps = plan(work, args.scale, args.quickdraw)
+    if args.dry_run:
+        print(commands_markdown(steps))
+        return 0
+    if not args.table_only:
+        if not Path(args.quickdraw).is_dir():
+            raise SystemExit(f"[study] --quickdraw {args.quickdraw}: no such folder")
+        if args.fresh and work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True, exist_ok=True)
+    timings_path = work / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    t0 = time.time()
+    if not args.table_only:
+        execute(steps, work, timings)
+        print(f"[study] all steps done in {(time.time() - t0) / 60:.1f} min", flush=True)
+    res = collect(steps)
+    (work / "results.json").write_text(json.dumps({"scale": args.scale, "rows": res, "timings": timings},
+                                                  indent=1) + "\n")
+    table = table_markdown(res, steps, timings, args.scale)
+    print(table)
+    if args.check:
+        old = json.loads(COMMITTED.read_text())["rows"] if COMMITTED.is_file() else {}
+        if not old:
+            raise SystemExit(f"[study] --check: {COMMITTED} has no rows to compare with")
+        bad = compare(res, old)
+        print("[study] check: " + ("every row within tolerance" if not bad else f"{len(bad)} row(s) moved"))
+        for b in bad:
+            print(f"[study]   {b}")
+        return 1 if bad else 0
+    if not args.no_doc and args.scale == "cpu":
+        doc = replace_between(DOC.read_text(), "study-table", table)
+        DOC.write_text(replace_between(doc, "study-commands", commands_markdown(steps)))
+        COMMITTED.parent.mkdir(parents=True, exist_ok=True)
+        COMMITTED.write_text(json.dumps({"scale": args.scale, "rows": res, "timings": timings}, indent=1) + "\n")
+        grid = work / "results" / f"eval-dual-seed{SCALES['cpu']['tcn_seeds'][0]}_grid.png"
+        if grid.is_file():
+            shutil.copyfile(grid, COMMITTED.parent / "dual_branch_grid.png")
+        print(f"[study] wrote {DOC.relative_to(ROOT)} and {COMMITTED.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The reproduction study script (scripts/study.py): its commands are valid project commands,
+its rows line up with what eval_retrieval.py writes, and its statistics and verdicts are
+the hand-computed ones."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import load_config
+from data.prepare import FILL_MODES, parse_per_class
+from engine.cli import load_for_branch, overrides_from_args, train_parser
+from engine.evaluate import eval_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("study", ROOT / "scripts" / "study.py")
+study = importlib.util.module_from_spec(_spec)
+sys.modules["study"] = study  # dataclasses look their module up while the class is built
+_spec.loader.exec_module(study)
+
+
+def _expected_rows(args) -> int:
+    """Rows eval_retrieval.py writes (docs/EVALUATION.md): the checkpoint, its random init,
+    each baseline, each fused group and, with --random-baseline, each group's random init."""
+    per_random = 1 if args.random_baseline else 0
+    main = (1 + per_random) if args.ckpt else 0
+    return main + len(args.baseline) + len(args.fuse) * (1 + per_random)
+
+
+@pytest.mark.parametrize("scale", sorted(study.SCALES))
+def test_every_planned_command_is_a_valid_project_command(tmp_path, scale):
+    steps = study.plan(tmp_path / "work", scale, "../shared/quickdraw")
+    keys = [s.key for s in steps]
+    assert len(keys) == len(set(keys)), "step keys must be unique (they name logs and results)"
+    trained = set()
+    for step in steps:
+        argv = shlex.split(step.shell())[1:]  # what the document prints is what runs
+        assert argv == step.argv
+        if step.kind == "prepare":
+            assert argv[:2] == ["-m", "data.prepare"]
+            assert sum(parse_per_class(argv[argv.index("--per-class") + 1]).values()) > 0
+            assert argv[argv.index("--fill") + 1] in FILL_MODES
+        elif step.kind == "train":
+            branch = argv[0].removeprefix("train_").removesuffix(".py")
+            args = train_parser(branch).parse_args(argv[1:])
+            cfg = load_for_branch(args.exp, branch, overrides_from_args(args))  # overrides are valid keys
+            assert cfg.train.epochs == step.epochs
+            assert Path(cfg.train.out) / cfg.name == step.run_dir
+            trained.add(str(step.run_dir / "best.pt"))
+        else:
+            args = eval_parser().parse_args(argv[1:])
+            assert _expected_rows(args) == len(step.rows), step.key
+            used = ([args.ckpt] if args.ckpt else []) + args.baseline + [p for g in args.fuse for p in g]
+            assert used and set(used) <= trained, f"{step.key} evaluates a checkpoint no step trains"
+    # Every row of the table is produced by some evaluation.
+    produced = {r for s in steps for r in s.rows}
+    assert {rid for rid, _, _ in study.TABLE} <= produced
+
+
+def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
+    steps = study.plan(tmp_path, "cpu", "q")
+    cnn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_cnn.py"]
+    tcn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_tcn.py"]
+    assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS) and len(cnn) == len(study.CNN_RUNS)
+    assert len(tcn) == len(study.TCN_RUNS) * 3  # three seeds per TCN run
+    args = train_parser("cnn").parse_args(cnn[0].argv[1:])
+    cfg = load_config("cnn_rotation", overrides_from_args(args))
+    assert cfg.data.image_size == 112 and cfg.model.name == "alexnet"
+
+
+def _write_eval(path: Path, values: list[tuple[float, float, float | None]]) -> None:
+    rows = [{"model": f"m{i}", "mAP": a, "P@10": p, **({"probe": {"top1": t}} if t is not None else {})}
+            for i, (a, p, t) in enumerate(values)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"results": rows}))
+
+
+def test_collect_maps_rows_by_position_and_seed(tmp_path):
+    steps = [study.Step("eval-tcn-seed1", "eval", ["eval_retrieval.py", "--json", str(tmp_path / "a.json")],
+                        rows=["tcn_rotation", "random_tcn"]),
+             study.Step("eval-cnn", "eval", ["eval_retrieval.py", "--json", str(tmp_path / "b.json")],
+                        rows=["cnn_rotation"])]
+    _write_eval(tmp_path / "a.json", [(0.5, 0.4, 0.3), (0.2, 0.1, None)])
+    _write_eval(tmp_path / "b.json", [(0.6, 0.5, 0.4)])
+    res = study.collect(steps)
+    assert res["tcn_rotation"] == {"mAP": [[1, 0.5]], "P@10": [[1, 0.4]], "top1": [[1, 0.3]]}
+    assert res["random_tcn"]["top1"] == [[1, None]]
+    assert res["cnn_rotation"]["mAP"] == [[study.CNN_SEED, 0.6]]
+    _write_eval(tmp_path / "b.json", [(0.6, 0.5, 0.4), (0.1, 0.1, 0.1)])
+    with pytest.raises(SystemExit, match="2 rows, expected 1"):
+        study.collect(steps)
+
+
+def test_stats_and_format_are_mean_and_sample_sd():
+    mean, sd, n = study.stats([[0, 0.10], [1, 0.20], [2, 0.30]])
+    assert (round(mean, 12), round(sd, 12), n) == (0.2, 0.1, 3)
+    assert study.fmt([[0, 0.10], [1, 0.20], [2, 0.30]]) == "20.00 ± 10.00"
+    assert study.fmt([[0, 0.1234]]) == "12.34"
+    assert study.fmt([[0, None]]) == "-"
+    assert math.isnan(study.stats([])[0])
+
+
+def _res(**maps: list[float]) -> dict:
+    return {rid: {"mAP": [[i, v] for i, v in enumerate(vals)]} for rid, vals in maps.items()}
+
+
+def test_claim_verdicts_follow_the_stated_rule():
+    res = _res(random_tcn=[0.10, 0.12, 0.14], tcn_rotation=[0.20, 0.21, 0.22],  # +0.09 > sd 0.02: holds
+               tcn_deform=[0.12, 0.13, 0.14],  # +0.01 < sd 0.02: within spread
+               random_alexnet=[0.30], cnn_rotation=[0.25],  # lower: does not hold
+               fuse_dual=[0.26, 0.27, 0.28], random_fuse_dual=[0.2, 0.2, 0.2],
+               cnn_supervised=[0.40], tcn_supervised=[0.30, 0.30, 0.30], fuse_dual_supervised=[0.35, 0.35, 0.35],
+               cnn_deform=[0.2], fuse_cnn_rot_deform=[0.3], fuse_tcn_rot_deform=[0.215, 0.215, 0.215])
+    verdicts = {c: (e, v) for c, e, v in study.claims(res)}
+    assert verdicts["tcn_rotation beats random_tcn (retrieval mAP)"][1] == "holds"
+    assert verdicts["tcn_deform beats random_tcn (retrieval mAP)"][1] == "holds, within seed spread"
+    assert verdicts["cnn_rotation beats random_alexnet (retrieval mAP)"][1] == "does not hold"
+    # best single branch: cnn_rotation 0.25 vs tcn_rotation 0.21 -> cnn_rotation; 0.27 > 0.25 + 0.01
+    assert verdicts["dual branch (fuse_dual) beats its best single branch"] == ("27.00 vs cnn_rotation 25.00", "holds")
+    assert verdicts["fuse_cnn_rot_deform beats its best part"][1] == "holds (one seed: spread unknown)"
+    assert verdicts["fuse_tcn_rot_deform beats its best part"][1] == "holds, within seed spread"
+    # best supervised branch: cnn_supervised 0.40; gap from cnn_rotation 15 points, from fuse_dual 13
+    ev, v = verdicts["fusion narrows the gap to the best supervised branch (cnn_supervised)"]
+    assert v == "holds" and "gap 15.00 points from cnn_rotation, 13.00 from fuse_dual" == ev
+    # same fusion supervised: 0.35 - 0.27 = 8 points (< 15); 27/35 = 77% of supervised (> 25/40 = 62%)
+    ev, v = verdicts["fusion narrows the gap to a supervised model fused the same way"]
+    assert v == "holds in points, holds as a fraction"
+    assert "gap 15.00 points, 62% of supervised" in ev and "gap 8.00 points, 77%" in ev
+    res["fuse_dual_supervised"]["mAP"] = [[0, 0.45], [1, 0.45], [2, 0.45]]  # gap 18 points, 60%
+    verdicts = {c: v for c, _, v in study.claims(res)}
+    assert verdicts["fusion narrows the gap to a supervised model fused the same way"] == (
+        "does not hold in points, does not hold as a fraction")
+
+
+def test_compare_flags_only_rows_that_moved_beyond_tolerance():
+    old = {"a": {"mAP": [[0, 0.30], [1, 0.32], [2, 0.34]]}, "b": {"mAP": [[0, 0.50]]}}
+    same = {"a": {"mAP": [[0, 0.31], [1, 0.33], [2, 0.35]]}, "b": {"mAP": [[0, 0.503]]}}
+    assert study.compare(same, old) == []  # a: 1 point < 3 sd (6 points); b: 0.3 < 0.5 points
+    moved = {"a": {"mAP": [[0, 0.30], [1, 0.32], [2, 0.34]]}, "b": {"mAP": [[0, 0.52]]}}
+    assert study.compare(moved, old) == ["b mAP: 50.00 -> 52.00 (tolerance 0.50)"]
+    assert study.compare({}, {"b": {"mAP": [[0, 0.5]]}}) == ["b mAP: missing in the new results"]
+
+
+def test_document_sections_are_replaced_between_markers_only():
+    text = "intro\n<!-- t:begin -->\nold\n<!-- t:end -->\noutro\n"
+    assert study.replace_between(text, "t", "new") == "intro\n<!-- t:begin -->\nnew\n<!-- t:end -->\noutro\n"
+    with pytest.raises(SystemExit, match="markers"):
+        study.replace_between("no markers", "t", "x")
+    doc = study.DOC.read_text()
+    for name in ("study-table", "study-commands"):
+        assert f"<!-- {name}:begin -->" in doc and f"<!-- {name}:end -->" in doc
