@@ -60,7 +60,7 @@ import numpy as np  # noqa: E402
 
 from algorithms import deformation as deformation_module  # noqa: E402
 from algorithms.deformation import _axis_runs, _deform_raster_scatter, deform_raster, deform_raster_reference  # noqa: E402
-from algorithms.rotation import rotate_raster, rotation_views_raster  # noqa: E402
+from algorithms.rotation import rotate_raster, rotate_strokes, rotation_views_raster, rotation_views_strokes  # noqa: E402
 from algorithms.warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule  # noqa: E402
 
 FOLDING = AxisWarp(1.0, -4.1, 0.0)  # its destination map goes backwards on 64 and 31 pixels
@@ -120,6 +120,22 @@ def test_raster_views_keep_the_gradient_path():
         inputs.sum().backward()
         assert x.grad is not None and x.grad.shape == x.shape
         x.grad = None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_stroke_rotation_views_in_one_gather_equal_the_per_turn_cat(dtype):
+    g = torch.Generator().manual_seed(5)
+    x = torch.zeros(3, 7, 4, dtype=dtype)
+    x[:, :, :2] = torch.rand(3, 7, 2, generator=g).to(dtype)
+    x[:, :5, 2] = 1  # rows 0-4 carry a point, rows 5-6 are padding
+    x[:, 4, 2], x[:, 4, 3] = 0, 1
+    x[1, 5:, :2] = 0.3  # junk coordinates on padding rows must come out zero
+    x[2, :, 2:] = 0  # an empty sketch
+    views = rotation_views_strokes(x)
+    expected = torch.cat([rotate_strokes(x, k) for k in range(4)])
+    assert views.shape == (12, 7, 4) and views.dtype == dtype
+    assert torch.equal(views, expected)
+    assert views[:, 5:].abs().sum() == 0 and views[2::3].abs().sum() == 0  # padding rows, the empty sketch
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8, torch.bfloat16])
