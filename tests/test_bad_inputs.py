@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from engine import build
-from engine import trainer as trainer_module
 from engine.cli import train_main
 from utils.checkpoint import save_checkpoint
 
@@ -152,7 +151,7 @@ def test_checkpoint_with_weights_that_do_not_fit(out, capsys):
     save_checkpoint(state, path)
     before = snapshot(out)
     fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"),
-               f"last.pt: does not fit this model (Error(s) in loading state_dict")
+               "last.pt: does not fit this model (Error(s) in loading state_dict")
     assert snapshot(out) == before
 
 
