@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import PretextAlgorithm
-from .rotation import new_views_like
+from .base import PretextAlgorithm, new_views_like
 from .strokes import normalize_strokes, valid_rows, with_coordinates
 from .warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule
 

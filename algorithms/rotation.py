@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import PretextAlgorithm
+from .base import PretextAlgorithm, new_views_like, numpy_dtype
 from .strokes import valid_rows, with_coordinates
 
 NUM_ROTATIONS: int = 4
@@ -32,31 +32,6 @@ def rotate_raster(x: Tensor, k: int) -> Tensor:
         (..., W, H) rotated copy (``torch.rot90`` over the last two dims).
     """
     return torch.rot90(x, k % NUM_ROTATIONS, dims=(-2, -1))
-
-
-def _numpy_dtype(dtype: torch.dtype) -> np.dtype | None:
-    """The NumPy dtype of a torch dtype, None where NumPy has none (bfloat16)."""
-    try:
-        return torch.empty(0, dtype=dtype).numpy().dtype
-    except TypeError:
-        return None
-
-
-def new_views_like(x: Tensor, count: int) -> Tensor:
-    """Uninitialised contiguous (count, *x.shape[1:]) tensor of x's dtype and device.
-
-    On the CPU the block comes from NumPy (shared with the returned tensor, no copy):
-    NumPy asks Linux for transparent huge pages on large blocks, while torch's CPU
-    allocator maps blocks above glibc's 32 MB mmap threshold afresh on every call, so
-    each batch of views would otherwise pay a 4 KiB page fault per page touched (about
-    10 ms for the 51 MB of 4 x 64 x 224^2 float32 rotation views on the project's VM).
-    Other devices and dtypes NumPy lacks (bfloat16) use ``torch.empty``.
-    """
-    shape = (count, *x.shape[1:])
-    np_dtype = _numpy_dtype(x.dtype) if x.device.type == "cpu" else None
-    if np_dtype is not None:
-        return torch.from_numpy(np.empty(shape, dtype=np_dtype))
-    return torch.empty(shape, dtype=x.dtype, device=x.device)
 
 
 def rotation_views_raster(x: Tensor) -> Tensor:
@@ -76,7 +51,7 @@ def rotation_views_raster(x: Tensor) -> Tensor:
         return torch.cat([rotate_raster(x, k) for k in range(NUM_ROTATIONS)], dim=0)
     b = x.shape[0]
     out = new_views_like(x, NUM_ROTATIONS * b)
-    if x.device.type == "cpu" and _numpy_dtype(x.dtype) is not None:
+    if x.device.type == "cpu" and numpy_dtype(x.dtype) is not None:
         src, dst = x.detach().resolve_conj().resolve_neg().numpy(), out.numpy()
         for k in range(NUM_ROTATIONS):
             np.copyto(dst[k * b : (k + 1) * b], np.rot90(src, k, axes=(-2, -1)))
