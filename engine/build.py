@@ -92,6 +92,10 @@ def build_model(cfg: ExperimentConfig, num_outputs: int) -> torch.nn.Module:
         raise ConfigError(
             f"model '{name}' reads {modality} input but data.modality is '{cfg.data.modality}'"
         )
+    min_side = models.MODELS[name].min_side
+    if modality == "raster" and cfg.data.image_size < min_side:
+        raise ConfigError(f"model '{name}' needs rasters of at least {min_side} px; data.image_size is "
+                          f"{cfg.data.image_size}")
     try:
         return models.build_model(name, num_outputs, **cfg.model.params)
     except ValueError as err:

@@ -64,6 +64,7 @@ class AlexNetBN(FeatureModel):
         "conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc_block", "classifier",
     )
     default_feature: ClassVar[str] = "fc_block"
+    min_side: ClassVar[int] = MIN_SIDE
 
     def __init__(self, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()

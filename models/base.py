@@ -38,11 +38,13 @@ class FeatureModel(nn.Module):
             constructor parameter set the class attribute for their default depth and
             overwrite it per instance.
         default_feature: the layer used as the representation for retrieval.
+        min_side: the smallest raster side (px) the network accepts (raster models).
     """
 
     modality: ClassVar[str]
     feature_names: tuple[str, ...]
     default_feature: ClassVar[str]
+    min_side: ClassVar[int] = 1
     # Only raster models read this; stroke models always take 4 columns.
     in_channels: int = 3
 

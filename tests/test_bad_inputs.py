@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from config import load_config
 from engine import build
 from engine.cli import train_main
 from utils.checkpoint import save_checkpoint
@@ -209,3 +210,14 @@ def test_cuda_without_cuda(tmp_path, capsys):
     argv[argv.index("--device") + 1] = "cuda"
     fails_with(capsys, "tcn", argv, "--device cuda was asked for but this machine has no usable CUDA device")
     assert not tmp_path.joinpath(NAME).exists()
+
+
+def test_raster_too_small_for_the_model_is_refused_before_anything_runs(tmp_path, capsys):
+    # AlexNet-BN's pool5 has no cell below 63 px (models/alexnet.py): refused at build time,
+    # with the model's own minimum, before data is read or a run folder is made.
+    argv = ["--exp", "cnn_rotation", "--out", str(tmp_path), "--no-progress", "--set", "data.image_size=62"]
+    fails_with(capsys, "cnn", argv, "model 'alexnet' needs rasters of at least 63 px; data.image_size is 62")
+    assert not any(tmp_path.iterdir())
+    # 63 px builds (the ResNet has no such minimum).
+    assert build.build_model(load_config("cnn_rotation", {"data.image_size": 63}), 4) is not None
+    assert build.build_model(load_config("cnn_rotation_resnet", {"data.image_size": 8}), 4) is not None
