@@ -214,6 +214,13 @@ def execute(steps: list[Step], work: Path, timings: dict) -> None:
         head = f"[study] {i}/{len(steps)} {step.key}"
         argv = list(step.argv)
         if step.kind == "prepare" and (work / "store" / "meta.json").is_file():
+            # Runs and evaluations in this folder were made from this store: a store
+            # prepared by another command would silently mix two studies.
+            marker = work / "prepare.cmd"
+            if marker.is_file() and marker.read_text() != step.shell():
+                raise SystemExit(f"[study] {work}: its store was prepared by another command "
+                                 f"({marker.read_text()}); use --fresh or another --work")
+            marker.write_text(step.shell())
             print(f"{head}: store exists, kept", flush=True)
             continue
         if step.kind == "train":
@@ -238,6 +245,8 @@ def execute(steps: list[Step], work: Path, timings: dict) -> None:
         if step.kind == "eval":
             out = Path(step.argv[step.argv.index("--json") + 1])
             out.with_suffix(".cmd").write_text(step.shell())
+        if step.kind == "prepare":
+            (work / "prepare.cmd").write_text(step.shell())
         # A resumed run's time is the sum of its parts.
         timings[step.key] = round(timings.get(step.key, 0.0) * ("--resume" in argv) + seconds, 1)
         (work / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")

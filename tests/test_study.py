@@ -155,3 +155,18 @@ def test_document_sections_are_replaced_between_markers_only():
     doc = study.DOC.read_text()
     for name in ("study-table", "study-commands"):
         assert f"<!-- {name}:begin -->" in doc and f"<!-- {name}:end -->" in doc
+
+
+def test_an_existing_store_is_reused_only_for_the_same_prepare_command(tmp_path, capsys):
+    work = tmp_path / "work"
+    (work / "store").mkdir(parents=True)
+    (work / "store" / "meta.json").write_text("{}")
+    step = study.plan(work, "smoke", "q")[0]
+    assert step.kind == "prepare"
+    study.execute([step], work, {})  # no marker yet: kept, and the command recorded
+    assert "store exists, kept" in capsys.readouterr().out
+    assert (work / "prepare.cmd").read_text() == step.shell()
+    study.execute([step], work, {})  # same command: kept again
+    other = study.plan(work, "cpu", "q")[0]
+    with pytest.raises(SystemExit, match="prepared by another command"):
+        study.execute([other], work, {})
