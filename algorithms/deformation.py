@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .base import PretextAlgorithm, new_views_like
-from .strokes import normalize_strokes, valid_rows, with_coordinates
+from .strokes import interleave, normalize_planar, normalize_strokes, valid_rows, valid_weights, with_coordinates
 from .warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule
 
 STROKE_ARGUMENT_ORDERS: tuple[str, ...] = ("lam_a_b", "released")
@@ -317,6 +317,31 @@ def deform_strokes(x: Tensor, module: DeformationModule, normalize: bool = True)
     return normalize_strokes(out) if normalize else out
 
 
+def deformation_views_strokes(x: Tensor, module: DeformationModule) -> Tensor:
+    """``cat([normalize_strokes(x), deform_strokes(x, module)])`` in one planar pass.
+
+    The batch is copied once into planes (``strokes.planar``); both axes are warped in one
+    pass (``DeformationModule.warp_planes``, float64 as in ``deform_strokes``); both views
+    are normalised together (``normalize_planar``) and written into one output. Bit-identical
+    to the cat (the same arithmetic on every value) in about a quarter of its time: these
+    tensors are small, so the count of torch calls and contiguous memory are what count.
+
+    Args:
+        x: (B, L, 4) stroke batch, coordinates in [0, 1].
+        module: the deformation (identity axes are left as they are).
+
+    Returns:
+        (2B, L, 4): undeformed views, then deformed ones; pen columns kept, padding rows zero.
+    """
+    valid = valid_weights(x)
+    coords = torch.empty((2, 2, *x.shape[:2]), dtype=x.dtype, device=x.device)  # (view, axis, B, L)
+    coords[0] = x[..., :2].permute(2, 0, 1)
+    coords[1] = module.warp_planes(coords[0].to(torch.float64))  # padding rows stay 0: f(0) = 0
+    out = new_views_like(x, 2 * x.shape[0])
+    normalize_planar(coords, valid, out=interleave(x, 2, out))
+    return out
+
+
 # ------------------------------------------------------------------------- algorithm
 def _parse_custom(custom: Mapping[str, Any]) -> DeformationModule:
     """{"x": [lam, a, b], "y": [lam, a, b]} -> module (missing axis = identity); the
@@ -440,18 +465,15 @@ class DeformationAlgorithm(PretextAlgorithm):
             targets: (2B,) int64 = [0]*B + [1]*B, on x.device.
         """
         self.check_input(x)
-        if self.modality == "raster" and not (torch.is_grad_enabled() and x.requires_grad):
+        if self.modality == "stroke":
+            inputs = deformation_views_strokes(x, self.deformation)
+        elif not (torch.is_grad_enabled() and x.requires_grad):
             batch = x.shape[0]
             inputs = new_views_like(x, 2 * batch)  # both views written in place, no cat
             inputs[:batch].copy_(x)
             deform_raster(x, self.deformation, out=inputs[batch:])
         else:
-            if self.modality == "raster":
-                plain, deformed = x, deform_raster(x, self.deformation)
-            else:
-                plain = normalize_strokes(x)
-                deformed = deform_strokes(x, self.deformation, normalize=True)
-            inputs = torch.cat([plain, deformed], dim=0)
+            inputs = torch.cat([x, deform_raster(x, self.deformation)], dim=0)
         targets = torch.arange(2, device=x.device).repeat_interleave(x.shape[0])
         return inputs, targets
 

@@ -9,6 +9,7 @@ down); here one label is one picture in both branches, which
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import PretextAlgorithm, new_views_like, numpy_dtype
-from .strokes import valid_rows, with_coordinates
+from .strokes import interleave, valid_rows, valid_weights, with_coordinates
 
 NUM_ROTATIONS: int = 4
 
@@ -94,13 +95,20 @@ def rotate_strokes(x: Tensor, k: int) -> Tensor:
 _TURN_COLUMNS = ((0, 1), (1, 2), (2, 3), (3, 0))
 
 
+@lru_cache(maxsize=16)
+def _turn_index(device: torch.device) -> Tensor:
+    """_TURN_COLUMNS flattened to an (8,) index tensor on device (made once per device)."""
+    return torch.tensor(_TURN_COLUMNS, device=device).flatten()
+
+
 def rotation_views_strokes(x: Tensor) -> Tensor:
     """``cat([rotate_strokes(x, k) for k in range(4)])`` in a fixed handful of operations.
 
-    The four turns only pick two of ``px, py, 1 - px, 1 - py``, so the two subtractions are
-    done once and one ``index_select`` gathers every turn's coordinates (bit-identical to
-    the per-turn path: the same subtractions, the rest are moves). About a tenth of the
-    per-turn path's operations, which is what counts on these small tensors.
+    The four turns only pick two of ``px, py, 1 - px, 1 - py``: those four planes are
+    built once (``strokes`` planar layout, padding zeroed), one ``index_select`` gathers
+    every turn's coordinates, and they are written over copies of x in one output.
+    Bit-identical to the per-turn path (the same subtractions; the rest are moves) in
+    about a tenth of its torch calls, which is what counts on these small tensors.
 
     Args:
         x: (B, L, 4) stroke batch.
@@ -108,16 +116,17 @@ def rotation_views_strokes(x: Tensor) -> Tensor:
     Returns:
         (4B, L, 4) views grouped by turn; pen columns kept, padding rows exactly zero.
     """
-    valid = valid_rows(x)  # (B, L)
-    xy = x[..., :2]
-    four = torch.cat([xy, 1 - xy], dim=-1)  # (B, L, 4): px, py, 1 - px, 1 - py
-    idx = torch.tensor(_TURN_COLUMNS, device=x.device).flatten()  # (8,)
-    turned = four.index_select(-1, idx).unflatten(-1, (NUM_ROTATIONS, 2))  # (B, L, 4, 2)
-    turned = turned.permute(2, 0, 1, 3)  # (4, B, L, 2)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    turned = torch.where(valid.unsqueeze(-1), turned, zero)
-    pens = x[..., 2:].expand(NUM_ROTATIONS, *x.shape[:-1], 2)
-    return torch.cat([turned, pens], dim=-1).flatten(0, 1)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.cat([rotate_strokes(x, k) for k in range(NUM_ROTATIONS)], dim=0)
+    valid = valid_weights(x)  # (B, L)
+    four = torch.empty((4, *x.shape[:2]), dtype=x.dtype, device=x.device)
+    four[:2] = x[..., :2].permute(2, 0, 1)  # px, py
+    torch.sub(1, four[:2], out=four[2:])  # 1 - px, 1 - py
+    four.mul_(valid).add_(0.0)  # padding rows to +0.0
+    out = new_views_like(x, NUM_ROTATIONS * x.shape[0])
+    turned = four.index_select(0, _turn_index(x.device)).unflatten(0, (NUM_ROTATIONS, 2))  # (4, 2, B, L)
+    interleave(x, NUM_ROTATIONS, out).copy_(turned)
+    return out
 
 
 class RotationAlgorithm(PretextAlgorithm):

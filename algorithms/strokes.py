@@ -2,6 +2,12 @@
 
 A row is valid when p1 + p2 > 0; padding rows are all zero and every function here keeps
 them exactly zero.
+
+The batched views compute on a planar layout: the x and y columns of a batch (or of V
+views of it) as contiguous (..., 2, B, L) planes, so reductions over a sketch's points
+and elementwise maths run over contiguous memory (on the interleaved (B, L, 4) layout
+torch takes its strided paths, several times slower on these small tensors); the result
+is written back interleaved once (``interleave``).
 """
 
 from __future__ import annotations
@@ -38,6 +44,61 @@ def with_coordinates(x: Tensor, xy: Tensor, valid: Tensor) -> Tensor:
     return torch.cat([xy, x[..., 2:]], dim=-1)
 
 
+def valid_weights(x: Tensor) -> Tensor:
+    """(B, L) contiguous tensor of x's dtype: 1 on rows that carry a point (p1 + p2 > 0),
+    0 on padding rows."""
+    check_strokes(x)
+    return (x[..., 2] + x[..., 3]).gt_(0)
+
+
+def normalize_planar(coords: Tensor, valid: Tensor, min_extent: float = 0.0, out: Tensor | None = None) -> Tensor:
+    """``normalize_strokes`` on planar coordinates, any number of views at once.
+
+    The same arithmetic as ``normalize_strokes`` (bit-identical): per view and sketch,
+    lo/hi are the min/max over valid points, the box centre moves to 0.5 and both axes
+    are divided by the larger extent (1 where it is <= min_extent).
+
+    Args:
+        coords: (..., 2, B, L) x and y planes (e.g. (V, 2, B, L) for V views of a batch).
+        valid: (B, L) weights from ``valid_weights`` (1 valid, 0 padding).
+        min_extent: extents at or below this are treated as zero.
+        out: optional tensor (any strides) shaped like coords to copy the result into.
+
+    Returns:
+        The result, shaped like coords; padding entries exactly +0.0. Padding entries are
+        kept out of the min and max by adding the dtype's largest value, so they must be
+        finite and small next to it (a stroke batch holds zeros there).
+    """
+    hide = torch.rsub(valid, 1.0).mul_(torch.finfo(coords.dtype).max)  # (B, L): 0 valid, max padding
+    lo = (coords + hide).amin(dim=-1)  # (..., 2, B)
+    hi = (coords - hide).amax(dim=-1)
+    # A sketch with no valid row gets lo = max, hi = -max: centre 0 and extent -inf, so it
+    # is moved by 0 and scaled by 1 (its rows are all padding and come back zero).
+    centre = (lo + hi) / 2
+    scale = (hi - lo).amax(dim=-2, keepdim=True)  # (..., 1, B)
+    scale = torch.where(scale > min_extent, scale, 1.0)
+    result = (coords - centre.unsqueeze(-1)) / scale.unsqueeze(-1) + 0.5
+    result.mul_(valid).add_(0.0)  # zero the padding (+ 0.0 turns -0.0 into +0.0)
+    return result if out is None else out.copy_(result)
+
+
+def interleave(x: Tensor, views: int, out: Tensor) -> Tensor:
+    """Fill out (views * B, L, 4) with copies of x; return its coordinate columns as planes.
+
+    Args:
+        x: (B, L, 4) the batch whose pen columns every view keeps.
+        views: V, the number of views.
+        out: (V * B, L, 4) contiguous tensor.
+
+    Returns:
+        (V, 2, B, L) strided view of out's x and y columns, for the caller to write each
+        view's coordinates into (e.g. as ``normalize_planar``'s ``out``).
+    """
+    per_view = out.unflatten(0, (views, x.shape[0]))  # (V, B, L, 4)
+    per_view.copy_(x.expand_as(per_view))  # pen columns: one contiguous copy per view
+    return per_view[..., :2].permute(0, 3, 1, 2)
+
+
 def normalize_strokes(x: Tensor, min_extent: float = 0.0) -> Tensor:
     """Re-centre and rescale each sketch's valid points into the unit square.
 
@@ -57,18 +118,7 @@ def normalize_strokes(x: Tensor, min_extent: float = 0.0) -> Tensor:
     Returns:
         (B, L, 4) new tensor; pen columns unchanged, padding rows exactly zero.
     """
-    valid = valid_rows(x)
-    xy = x[..., :2]
-    mask = valid.unsqueeze(-1)  # (B, L, 1)
-    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
-    lo = torch.where(mask, xy, inf).amin(dim=1)  # (B, 2)
-    hi = torch.where(mask, xy, -inf).amax(dim=1)  # (B, 2)
-    any_valid = valid.any(dim=1, keepdim=True)  # (B, 1)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    lo = torch.where(any_valid, lo, zero)
-    hi = torch.where(any_valid, hi, zero)
-    centre = (lo + hi) / 2  # (B, 2)
-    scale = (hi - lo).amax(dim=1, keepdim=True)  # (B, 1)
-    scale = torch.where(scale > min_extent, scale, torch.ones_like(scale))
-    new_xy = (xy - centre.unsqueeze(1)) / scale.unsqueeze(1) + 0.5
-    return with_coordinates(x, new_xy, valid)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    coords = x[..., :2].permute(2, 0, 1).unsqueeze(0)  # (1, 2, B, L) view
+    normalize_planar(coords, valid_weights(x), min_extent, out=interleave(x, 1, out))
+    return out

@@ -145,3 +145,96 @@ def test_rotation_views_into_one_tensor_equal_the_cat(dtype):
         views = rotation_views_raster(source)
         assert views.is_contiguous() and views.dtype == dtype
         assert torch.equal(views, torch.cat([rotate_raster(source, k) for k in range(4)]))
+
+
+# ----------------------------------------------------------------- planar stroke paths
+# Stroke views are computed on contiguous (view, axis, B, L) planes (algorithms/strokes.py);
+# these tests pin them to independent per-sketch loops and to the per-axis warp, bit for bit.
+
+from algorithms.deformation import deform_strokes, deformation_views_strokes  # noqa: E402
+from algorithms.strokes import normalize_strokes  # noqa: E402
+
+
+def awkward_strokes(dtype=torch.float32):
+    """Sketches a prefix-of-valid-rows batch never shows: a gap of padding inside the
+    sequence, junk on padding rows, an empty sketch, a single repeated point, negative
+    coordinates and a sketch wider than tall."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.zeros(6, 9, 4, dtype=dtype)
+    x[:, :, :2] = torch.rand(6, 9, 2, generator=g).to(dtype)
+    x[:, :, 2] = 1
+    x[:, 8, 2], x[:, 8, 3] = 0, 1
+    x[0, 3:5, 2:] = 0  # padding rows 3-4 in the middle ...
+    x[0, 3:5, :2] = 0.25  # ... holding junk coordinates
+    x[1, :, 2:] = 0  # no valid row at all
+    x[1, :, :2] = 0
+    x[2, :, :2] = 0.625  # every point the same: extent 0
+    x[3, :, :2] -= 0.75  # negative coordinates
+    x[4, :, 1] *= 0.1  # wide, flat sketch
+    x[5, :, :2] = 0.6 + 0.4 * x[5, :, :2]  # far from the origin: its padding rows would map below 0
+    x[5, 6:8] = 0
+    return x
+
+
+def normalize_loop(x, min_extent=0.0):
+    """normalize_strokes one sketch at a time, the plain way."""
+    out = torch.zeros_like(x)
+    out[..., 2:] = x[..., 2:]
+    for b in range(len(x)):
+        valid = x[b, :, 2] + x[b, :, 3] > 0
+        if not valid.any():
+            continue
+        xy = x[b, valid, :2]
+        lo, hi = xy.amin(0), xy.amax(0)
+        scale = (hi - lo).amax()
+        scale = scale if scale > min_extent else torch.ones_like(scale)
+        out[b, valid, :2] = (xy - (lo + hi) / 2) / scale + 0.5
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("min_extent", [0.0, 0.5])
+def test_planar_normalize_equals_a_per_sketch_loop(dtype, min_extent):
+    x = awkward_strokes(dtype)
+    got = normalize_strokes(x, min_extent)
+    assert got.dtype == dtype and got.is_contiguous()
+    assert torch.equal(got, normalize_loop(x, min_extent))
+    padding = x[..., 2] + x[..., 3] == 0
+    assert not torch.signbit(got[padding]).any()  # padding is +0.0, not -0.0
+    assert got[0, 3:5].abs().sum() == 0 and got[1].abs().sum() == 0 and got[5, 6:8].abs().sum() == 0
+
+
+def test_warp_planes_equals_each_axis_warp():
+    folding = DeformationModule("folding", x=AxisWarp(lam=1.0, a=2.1, b=0.0), y=AxisWarp(lam=0.7, a=0.3, b=-0.2),
+                                allow_folding=True)
+    t = torch.rand(2, 5, 33, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    t[:, 0, :2] = torch.tensor([0.0, 1.0], dtype=torch.float64)  # the ends: f(0) = 0, f(1) = 1 exactly
+    for module in (*DEFORMATION_MODULES.values(), folding):
+        for dtype in (torch.float64, torch.float32):
+            planes = t.to(dtype)
+            expected = torch.stack([module.x.f(planes[0]), module.y.f(planes[1])])
+            assert torch.equal(module.warp_planes(planes), expected), (module.name, dtype)
+            assert torch.equal(module.warp_planes(planes.clone().requires_grad_()), expected)  # autograd path
+            warped = module.warp_planes(planes)
+            assert warped[:, 0, 0].tolist() == [0.0, 0.0] and warped[:, 0, 1].tolist() == [1.0, 1.0]
+    he = DEFORMATION_MODULES["HE"]  # y is the identity: that plane comes back unchanged
+    assert torch.equal(he.warp_planes(t)[1], t[1]) and not torch.equal(he.warp_planes(t)[0], t[0])
+    with pytest.raises(ValueError, match="x and y planes"):
+        he.warp_planes(t[:1])
+
+
+@pytest.mark.parametrize("module", ["released", "HE", "VC"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_planar_stroke_deformation_views_equal_the_two_step_path(module, dtype):
+    x = awkward_strokes(dtype).abs()  # coordinates in [0, 1], as the warps expect
+    m = DEFORMATION_MODULES[module]
+    expected = torch.cat([normalize_strokes(x), deform_strokes(x, m)])
+    views = deformation_views_strokes(x, m)
+    assert views.shape == (12, 9, 4) and views.dtype == dtype and views.is_contiguous()
+    assert torch.equal(views, expected)
+    assert not torch.equal(views[6:], views[:6])
+    x.requires_grad_()
+    views = build_algorithm("deformation", "stroke", module=module).views(x)[0]
+    assert torch.equal(views.detach(), expected)
+    views.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
