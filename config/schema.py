@@ -115,6 +115,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     pin_memory: bool = True  # pinned host memory for batches (CUDA only)
     prefetch_factor: Optional[int] = None  # batches each worker loads ahead (workers > 0)
+    persistent_workers: bool = False  # keep loader workers alive across epochs (workers > 0)
+    cudnn_benchmark: bool = True  # let cuDNN time and pick its fastest convolutions (CUDA only)
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)

@@ -44,7 +44,7 @@ from utils.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp
 from utils.logger import RunLogger
 from utils.meters import AverageMeter
 from utils.rng import rng_state, seed_everything, set_rng_state
-from utils.sampler import EpochSampler, epoch_generator
+from utils.sampler import EpochSampler, SamplerSlot, epoch_generator
 from utils.schedule import lr_at
 from utils.signals import StopSignals, TrainingStopped
 
@@ -147,6 +147,13 @@ class Trainer:
 
         t = cfg.train
         on_cuda = self.device.type == "cuda"
+        if on_cuda:
+            # Fixed input sizes (drop_last), so cuDNN's one-off timing pays back at once.
+            torch.backends.cudnn.benchmark = t.cudnn_benchmark
+        # With persistent workers the loaders are built once and kept (see _train_loader).
+        self._persistent = t.persistent_workers and t.workers > 0
+        self._kept_train_loader: tuple[torch.utils.data.DataLoader, SamplerSlot] | None = None
+        self._kept_val_loader: torch.utils.data.DataLoader | None = None
         # Per-sample reference views exist to show the batched path changes no number.
         self._views = partial(reference_views, self.algorithm) if t.views == "per_sample" else self.algorithm.views
         self._autocast = partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16,
@@ -251,19 +258,28 @@ class Trainer:
             world_size=self.dist.world_size,
             start_step=start_step,
         )
+        cap = t.max_steps_per_epoch
+        steps = min(sampler.num_steps, cap) if cap else sampler.num_steps
+        if self._kept_train_loader is not None:
+            loader, slot = self._kept_train_loader
+            slot.sampler = sampler  # the kept workers read this epoch's order
+            return loader, steps
+        slot = SamplerSlot(sampler)
         loader = torch.utils.data.DataLoader(
             self.train_set,
             batch_size=sampler.local_batch,
-            sampler=sampler,
+            sampler=slot,
             num_workers=t.workers,
             pin_memory=self.device.type == "cuda" and t.pin_memory,
             prefetch_factor=t.prefetch_factor if t.workers > 0 else None,
+            persistent_workers=self._persistent,
             # Worker seeds come from this generator, not the global RNG, so building a loader
-            # (at an epoch start or on resume) does not shift anyone's random numbers.
+            # (at an epoch start or on resume) does not shift anyone's random numbers. (Kept
+            # workers keep their first seeds; the datasets draw no random numbers in workers.)
             generator=epoch_generator(t.seed, epoch),
         )
-        cap = t.max_steps_per_epoch
-        steps = min(sampler.num_steps, cap) if cap else sampler.num_steps
+        if self._persistent:
+            self._kept_train_loader = (loader, slot)
         return loader, steps
 
     def _val_loader(self) -> torch.utils.data.DataLoader:
@@ -271,14 +287,20 @@ class Trainer:
         dataset = self.val_set
         if self.dist.enabled:
             dataset = torch.utils.data.Subset(dataset, distributed.shard_indices(len(dataset)))
-        return torch.utils.data.DataLoader(
+        if self._kept_val_loader is not None:
+            return self._kept_val_loader
+        loader = torch.utils.data.DataLoader(
             dataset,
             batch_size=t.batch_size,
             shuffle=False,
             num_workers=t.workers,
             pin_memory=self.device.type == "cuda" and t.pin_memory,
+            persistent_workers=self._persistent,
             generator=torch.Generator().manual_seed(t.seed),
         )
+        if self._persistent:
+            self._kept_val_loader = loader
+        return loader
 
     # ------------------------------------------------------------------ loops
     def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

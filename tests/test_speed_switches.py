@@ -47,3 +47,26 @@ def test_bad_switch_values_are_refused():
         load_config("cnn_rotation", {"train.views": "fast"})
     with pytest.raises(ConfigError, match="train.amp must be one of none, bf16"):
         load_config("cnn_rotation", {"train.amp": "fp8"})
+
+
+def test_persistent_workers_keep_one_loader_and_give_the_same_loss_curve(tmp_path):
+    plain = run(tmp_path, "tcn_rotation", "plain")
+    extra = {"train.workers": 2, "train.persistent_workers": True}
+    kept = run(tmp_path, "tcn_rotation", "kept", **extra)
+    assert [h["train_loss"] for h in kept] == [h["train_loss"] for h in plain]
+    assert [h["val_acc"] for h in kept] == [h["val_acc"] for h in plain]
+
+    cfg = load_config("tcn_rotation", {**TINY, **extra, "train.out": str(tmp_path / "loaders")})
+    trainer = Trainer(cfg, progress=False)
+    first, _ = trainer._train_loader(1, 0)
+    epoch1 = [y.tolist() for _, y in first]
+    second, _ = trainer._train_loader(2, 1)  # epoch 2, resumed after its first step
+    assert second is first and first.persistent_workers  # one loader, the same workers
+    epoch2 = [y.tolist() for _, y in second]
+    assert len(epoch1) == 2 and len(epoch2) == 1  # 8 sketches / batch 4; one step skipped
+    fresh = load_config("tcn_rotation", {**TINY, "train.out": str(tmp_path / "fresh")})
+    reference = Trainer(fresh, progress=False)
+    assert epoch1 == [y.tolist() for _, y in reference._train_loader(1, 0)[0]]
+    assert epoch2 == [y.tolist() for _, y in reference._train_loader(2, 1)[0]]
+    assert trainer._val_loader() is trainer._val_loader()
+    assert reference._train_loader(1, 0)[0] is not reference._train_loader(1, 0)[0]  # off: a loader per epoch

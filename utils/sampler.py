@@ -82,3 +82,22 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._indices)
+
+
+class SamplerSlot(Sampler[int]):
+    """A sampler whose indices come from whichever sampler was put in it last.
+
+    A DataLoader with persistent workers is built once and reused for every epoch; it asks
+    its sampler for a fresh iterator at the start of each epoch (in the main process), so
+    putting that epoch's :class:`EpochSampler` into the slot first changes the order without
+    rebuilding the loader or restarting its workers.
+    """
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
