@@ -67,8 +67,14 @@ def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
     steps = study.plan(tmp_path, "cpu", "q")
     cnn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_cnn.py"]
     tcn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_tcn.py"]
-    assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS) and len(cnn) == len(study.CNN_RUNS)
+    assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS)
+    assert len(cnn) == (len(study.CNN_RUNS) - 1) * 3 + 1  # three seeds per CNN run, one for the ResNet
     assert len(tcn) == len(study.TCN_RUNS) * 3  # three seeds per TCN run
+    # A fused row pairs the CNN and TCN runs of the same seed.
+    for step in (s for s in steps if s.key.startswith("eval-dual-seed")):
+        seed = step.key.rsplit("seed", 1)[1]
+        fused = step.argv[step.argv.index("--fuse") + 1: step.argv.index("--fuse") + 3]
+        assert all(f"/seed{seed}/" in path for path in fused), fused
     args = train_parser("cnn").parse_args(cnn[0].argv[1:])
     cfg = load_config("cnn_rotation", overrides_from_args(args))
     assert cfg.data.image_size == 112 and cfg.model.name == "alexnet"
@@ -84,14 +90,14 @@ def _write_eval(path: Path, values: list[tuple[float, float, float | None]]) -> 
 def test_collect_maps_rows_by_position_and_seed(tmp_path):
     steps = [study.Step("eval-tcn-seed1", "eval", ["eval_retrieval.py", "--json", str(tmp_path / "a.json")],
                         rows=["tcn_rotation", "random_tcn"]),
-             study.Step("eval-cnn", "eval", ["eval_retrieval.py", "--json", str(tmp_path / "b.json")],
+             study.Step("eval-cnn-seed2", "eval", ["eval_retrieval.py", "--json", str(tmp_path / "b.json")],
                         rows=["cnn_rotation"])]
     _write_eval(tmp_path / "a.json", [(0.5, 0.4, 0.3), (0.2, 0.1, None)])
     _write_eval(tmp_path / "b.json", [(0.6, 0.5, 0.4)])
     res = study.collect(steps)
     assert res["tcn_rotation"] == {"mAP": [[1, 0.5]], "P@10": [[1, 0.4]], "top1": [[1, 0.3]]}
     assert res["random_tcn"]["top1"] == [[1, None]]
-    assert res["cnn_rotation"]["mAP"] == [[study.CNN_SEED, 0.6]]
+    assert res["cnn_rotation"]["mAP"] == [[2, 0.6]]
     _write_eval(tmp_path / "b.json", [(0.6, 0.5, 0.4), (0.1, 0.1, 0.1)])
     with pytest.raises(SystemExit, match="2 rows, expected 1"):
         study.collect(steps)
