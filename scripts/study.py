@@ -365,11 +365,11 @@ def table_markdown(res: dict, steps: list[Step], timings: dict, scale: str) -> s
         n = stats(res[rid]["mAP"])[2]
         lines.append(f"| `{rid}` | {what} | {n} | " + " | ".join(fmt(res[rid][k]) for k, _ in METRICS) + " |")
     def listed(seeds: list[int]) -> str:
-        return ", ".join(map(str, seeds))
+        return ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
 
-    lines += ["", f"Mean ± sample standard deviation over the seeds a row has: TCN runs seeds "
-              f"{listed(s['tcn_seeds'])}, AlexNet-BN runs seeds {listed(s['cnn_seeds'])}, ResNet-18 runs "
-              f"seeds {listed(s['resnet_seeds'])}; a fused row pairs CNN seed s with TCN seed s.", "",
+    lines += ["", f"Mean ± sample standard deviation over the seeds a row has: TCN runs "
+              f"{listed(s['tcn_seeds'])}, AlexNet-BN runs {listed(s['cnn_seeds'])}, ResNet-18 runs "
+              f"{listed(s['resnet_seeds'])}; a fused row pairs CNN seed s with TCN seed s.", "",
               "| claim | evidence (mAP %) | verdict |", "|---|---|---|"]
     lines += [f"| {c} | {e} | {v} |" for c, e, v in claims(res)]
     lines += ["", "Verdict rule: *holds* when the mean is higher by more than the larger seed standard "
