@@ -324,7 +324,7 @@ def table1_line(r: dict) -> str:
     peak = "-" if r["peak_tflops"] is None else f"{r['peak_tflops']:g} ({r['peak_kind']})"
     speedup = "-" if r["speedup_vs_fp32"] is None else f"{r['speedup_vs_fp32']:.2f}x"
     return (f"| {r['model']} | {r['mode']} | {r['inputs_per_step']} | {r['images_per_s']:.1f} | "
-            f"{r['ms_per_step']:.2f} | {fmt(r['tflops'], '.2f')} | {peak} | {fmt(r['peak_share'], '.1%')} | "
+            f"{r['ms_per_step']:.2f} | {fmt(r['tflops'], '.3g')} | {peak} | {fmt(r['peak_share'], '.1%')} | "
             f"{fmt(r['peak_mem_gib'], '.2f')} | {speedup} |")
 
 

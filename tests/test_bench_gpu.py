@@ -72,6 +72,7 @@ def test_cpu_run_prints_both_tables_and_the_same_rows_as_json(tmp_path, capsys):
     for row, cells in zip(report["model_rows"], rows1):
         assert (row["model"], row["mode"], row["inputs_per_step"]) == (cells[0], cells[1], 8)
         assert f"{row['images_per_s']:.1f}" == cells[3] and f"{row['ms_per_step']:.2f}" == cells[4]
+        assert f"{row['tflops']:.3g}" == cells[5]  # significant digits: a slow CPU row is ~0.005
         assert row["images_per_s"] == pytest.approx(8 / (row["ms_per_step"] / 1000), rel=1e-9)
         # achieved TFLOP/s = 3 x forward FLOPs x inputs / step time
         assert row["tflops"] == pytest.approx(
