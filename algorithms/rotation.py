@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import PretextAlgorithm, new_views_like, numpy_dtype
-from .strokes import interleave, valid_rows, valid_weights, with_coordinates
+from .strokes import constants, interleave, valid_rows, valid_weights, with_coordinates
 
 NUM_ROTATIONS: int = 4
 
@@ -122,7 +122,7 @@ def rotation_views_strokes(x: Tensor) -> Tensor:
     four = torch.empty((4, *x.shape[:2]), dtype=x.dtype, device=x.device)
     four[:2] = x[..., :2].permute(2, 0, 1)  # px, py
     torch.sub(1, four[:2], out=four[2:])  # 1 - px, 1 - py
-    four.mul_(valid).add_(0.0)  # padding rows to +0.0
+    four.mul_(valid).add_(constants(x.dtype, x.device)[0])  # padding rows to +0.0
     out = new_views_like(x, NUM_ROTATIONS * x.shape[0])
     turned = four.index_select(0, _turn_index(x.device)).unflatten(0, (NUM_ROTATIONS, 2))  # (4, 2, B, L)
     interleave(x, NUM_ROTATIONS, out).copy_(turned)
