@@ -28,6 +28,7 @@ import json
 import math
 import os
 import signal
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -96,6 +97,12 @@ def _meters(totals: dict | None = None) -> tuple[AverageMeter, AverageMeter]:
     return loss_m, acc_m
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bfloat16 matrix maths in hardware (AMX tiles or AVX512-BF16)."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private: missing means no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 class Trainer:
     """Trains one experiment. ``fit()`` runs the remaining epochs and returns the history."""
 
@@ -156,9 +163,13 @@ class Trainer:
         self._kept_val_loader: torch.utils.data.DataLoader | None = None
         # Per-sample reference views exist to show the batched path changes no number.
         self._views = partial(reference_views, self.algorithm) if t.views == "per_sample" else self.algorithm.views
-        self._autocast = partial(torch.autocast, device_type="cuda", dtype=torch.bfloat16,
-                                 enabled=on_cuda and t.amp == "bf16")
-        self._channels_last = on_cuda and t.channels_last and cfg.data.modality == "raster"
+        cpu_bf16 = self.device.type == "cpu" and t.cpu_bf16
+        if cpu_bf16 and self.is_main and not cpu_has_bf16():
+            print("warning: train.cpu_bf16 on a CPU without AMX or AVX512-BF16: bfloat16 is emulated "
+                  "there and usually slower than float32", file=sys.stderr)
+        self._autocast = partial(torch.autocast, device_type=self.device.type, dtype=torch.bfloat16,
+                                 enabled=(on_cuda and t.amp == "bf16") or cpu_bf16)
+        self._channels_last = ((on_cuda and t.channels_last) or cpu_bf16) and cfg.data.modality == "raster"
         if self._channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = self.model

@@ -70,3 +70,30 @@ def test_persistent_workers_keep_one_loader_and_give_the_same_loss_curve(tmp_pat
     assert epoch2 == [y.tolist() for _, y in reference._train_loader(2, 1)[0]]
     assert trainer._val_loader() is trainer._val_loader()
     assert reference._train_loader(1, 0)[0] is not reference._train_loader(1, 0)[0]  # off: a loader per epoch
+
+
+def test_cpu_bf16_runs_bfloat16_on_channels_last_and_stays_near_float32(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from engine import trainer as trainer_module
+
+    extra = {"data.image_size": 64}
+    plain = run(tmp_path, "cnn_rotation", "plain", **extra)
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16", lambda: False)  # the warning path, on any CPU
+    cfg = load_config("cnn_rotation", {**TINY, **extra, "train.out": str(tmp_path / "bf16"), "train.cpu_bf16": True})
+    trainer = Trainer(cfg, progress=False)
+    assert "train.cpu_bf16 on a CPU without AMX or AVX512-BF16" in capsys.readouterr().err
+    conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert trainer._channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(2, 1, 64, 64)
+    with trainer._autocast():
+        assert trainer.net(x).dtype == torch.bfloat16  # autocast is on for the CPU
+    low = trainer.fit()
+    for a, b in zip(plain, low):  # bf16 keeps 8 bits of mantissa: the same curve, loosely
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.05)
+    # strokes: autocast without channels_last; off by default
+    tcn = Trainer(load_config("tcn_rotation", {**TINY, "train.out": str(tmp_path / "tcn"), "train.cpu_bf16": True}),
+                  progress=False)
+    assert not tcn._channels_last and tcn._autocast().fast_dtype == torch.bfloat16 and tcn._autocast()._enabled
+    off = Trainer(load_config("tcn_rotation", {**TINY, "train.out": str(tmp_path / "off")}), progress=False)
+    assert not off._autocast()._enabled
