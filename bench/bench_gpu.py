@@ -13,7 +13,7 @@ so no loader and no view cost), in each mode: fp32 NCHW; bf16 autocast NCHW; bf1
 channels_last (and with --compile bf16 + channels_last + torch.compile). The model, optimiser,
 autocast, channels_last and compile come from the project's own Trainer (engine/trainer.py) with
 ``train.amp``, ``train.channels_last`` and ``train.compile`` set, and the step is the trainer's
-(``trainer.net`` under ``trainer._autocast()``, ``algorithm.loss(logits.float(), targets)``).
+own (``Trainer._forward`` under its autocast, then ``Trainer._update``).
 Timing: warm-up steps, then the timed steps between two device synchronisations. FLOPs: the
 forward pass of one input counted once per model with ``torch.utils.flop_counter.FlopCounterMode``
 on the CPU in fp32 (convolutions and matrix products only: 2 x multiply-adds, no batch norm,
@@ -207,12 +207,8 @@ def model_row(model: str, mode: str, args: argparse.Namespace, device: torch.dev
     trainer.net.train()
 
     def step() -> torch.Tensor:
-        with trainer._autocast():
-            logits = trainer.net(inputs)
-            loss = trainer.algorithm.loss(logits.float(), targets)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        loss = trainer._forward(inputs, targets)[1]
+        trainer._update(loss)
         return loss
 
     for _ in range(args.warmup):

@@ -45,12 +45,7 @@ def measure(name: str, batch: int, steps: int, workers: int, out: str,
         x, y = next(it)
         t1 = time.perf_counter()
         inputs, targets = trainer._inputs(x, y)
-        with trainer._autocast():
-            logits = trainer.net(inputs)
-        loss = trainer.algorithm.loss(logits.float(), targets)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
+        trainer._update(trainer._forward(inputs, targets)[1])
         t2 = time.perf_counter()
         if step > 0:
             data_s += t1 - t0

@@ -321,6 +321,19 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs, targets
 
+    def _forward(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and pretext loss of a batch of views, under the configured autocast."""
+        with self._autocast():
+            logits = self.net(x)
+            loss = self.algorithm.loss(logits.float(), targets)
+        return logits, loss
+
+    def _update(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
     @staticmethod
     def _global_meters(loss_m: AverageMeter, acc_m: AverageMeter) -> dict:
         """The epoch's running sums added over all processes."""
@@ -347,9 +360,7 @@ class Trainer:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             inputs, targets = self._inputs(x, y)
-            with self._autocast():
-                logits = self.net(inputs)
-                loss = self.algorithm.loss(logits.float(), targets)
+            logits, loss = self._forward(inputs, targets)
             finite = bool(torch.isfinite(loss))
             # One small collective per step so that all processes raise or stop together.
             bad, stopped = distributed.any_rank(not finite, stop is not None and stop.requested)
@@ -359,9 +370,7 @@ class Trainer:
                     f"non-finite {where} at epoch {epoch}, step {step + 1}; "
                     f"the last good checkpoint is {self.out_dir / 'last.pt'}"
                 )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self._update(loss)
             step += 1
             n = len(targets)
             loss_m.update(loss.item(), n)
