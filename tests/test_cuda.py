@@ -26,6 +26,7 @@ from data.synthetic import SyntheticSketches
 from engine.features import extract_features
 from engine.trainer import Trainer
 from models import build_model
+from utils.checkpoint import load_checkpoint
 
 DEVICE = os.environ.get("SKETCH_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
@@ -98,7 +99,7 @@ def test_training_on_the_device_follows_the_cpu_loss_curve(tmp_path, name, extra
     fast = fit(DEVICE, "fast", **{"train.amp": "bf16", "train.channels_last": True, "train.workers": 2,
                                   "train.persistent_workers": True, "train.cudnn_benchmark": True})
     assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in fast)
-    state = torch.load(tmp_path / "fast" / name / "last.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(tmp_path / "fast" / name / "last.pt")  # maps to the CPU
     assert all(t.device.type == "cpu" for t in state["model"].values())
 
 
