@@ -15,6 +15,7 @@ trainer. Tensor conventions:
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -49,6 +50,20 @@ def new_views_like(x: Tensor, count: int) -> Tensor:
     if np_dtype is not None:
         return torch.from_numpy(np.empty(shape, dtype=np_dtype))
     return torch.empty(shape, dtype=x.dtype, device=x.device)
+
+
+@lru_cache(maxsize=64)
+def _view_targets(views: int, batch: int, device: torch.device) -> Tensor:
+    return torch.arange(views, device=device).repeat_interleave(batch)
+
+
+def view_targets(views: int, batch: int, device: torch.device | str) -> Tensor:
+    """(views * batch,) int64 targets [0] * batch + [1] * batch + ... on device.
+
+    A fresh tensor on every call (a clone of one made once per shape and device: on
+    small stroke batches building it anew was a few percent of the views' time).
+    """
+    return _view_targets(views, batch, torch.device(device)).clone()
 
 
 class Algorithm:

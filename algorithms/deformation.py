@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import PretextAlgorithm, new_views_like
+from .base import PretextAlgorithm, new_views_like, view_targets
 from .strokes import interleave, normalize_planar, normalize_strokes, valid_rows, valid_weights, with_coordinates
 from .warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule
 
@@ -474,7 +474,7 @@ class DeformationAlgorithm(PretextAlgorithm):
             deform_raster(x, self.deformation, out=inputs[batch:])
         else:
             inputs = torch.cat([x, deform_raster(x, self.deformation)], dim=0)
-        targets = torch.arange(2, device=x.device).repeat_interleave(x.shape[0])
+        targets = view_targets(2, x.shape[0], x.device)
         return inputs, targets
 
     def describe(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import PretextAlgorithm, new_views_like, numpy_dtype
+from .base import PretextAlgorithm, new_views_like, numpy_dtype, view_targets
 from .strokes import constants, interleave, valid_rows, valid_weights, with_coordinates
 
 NUM_ROTATIONS: int = 4
@@ -162,7 +162,7 @@ class RotationAlgorithm(PretextAlgorithm):
             inputs = rotation_views_raster(x)
         else:
             inputs = rotation_views_strokes(x)
-        targets = torch.arange(NUM_ROTATIONS, device=x.device).repeat_interleave(x.shape[0])
+        targets = view_targets(NUM_ROTATIONS, x.shape[0], x.device)
         return inputs, targets
 
     def describe(self) -> dict[str, Any]:

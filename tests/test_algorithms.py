@@ -17,6 +17,7 @@ from algorithms import (
     rotate_raster,
     rotate_strokes,
 )
+from algorithms.base import view_targets
 
 
 def random_strokes(batch: int, length: int, seed: int, size: int = 21) -> torch.Tensor:
@@ -184,6 +185,16 @@ def test_rotation_views(modality: str) -> None:
     assert targets.tolist() == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
     for k in range(4):
         assert torch.equal(inputs[3 * k : 3 * (k + 1)], rotate(x, k))
+
+
+def test_view_targets_are_fresh_tensors_each_call() -> None:
+    algorithm = build_algorithm("deformation", "stroke")
+    x = random_strokes(3, 8, seed=5).float()
+    first = algorithm.views(x, None)[1]
+    assert first.tolist() == [0, 0, 0, 1, 1, 1]
+    first.fill_(7)  # a caller that reuses its targets in place must not change the next batch's
+    assert algorithm.views(x, None)[1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert view_targets(4, 2, "cpu").tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_rotation_rejects_bad_shapes() -> None:
