@@ -88,102 +88,172 @@ def _deform_raster_scatter(x: Tensor, module: DeformationModule) -> Tensor:
     return out.contiguous() if out is not x else x.clone()
 
 
-class _AxisRuns:
-    """Gather plan of one axis whose destination map is monotone (a warp that does not fold).
+def _monotone_runs(n: int, warp: AxisWarp) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(lengths, starts, shown) of one axis, or None when its destination map is not monotone.
 
-    Then the sources landing on one destination are a contiguous run [start, start + r),
-    and the merge is a max over each run. Runs of one source are slice copies (a stretch
-    of them has consecutive sources); longer runs are grouped by their length r: one
-    ``index_select`` of all the group's sources, viewed as (m, r), reduced by ``amax``.
-    The merged rows ("pool") are stored group after group; ``fill[j]`` is the pool row
-    destination j shows (its own run, or for an unreached j the nearest reached one to
-    its left), so one more ``index_select`` gives the warped axis.
-
-    Attributes:
-        singles: (source, offset, count): pool rows [offset, offset + count) are source
-            rows [source, source + count).
-        groups: (r, m, offset, index) per run length r > 1: m runs, pool rows
-            [offset, offset + m), index the (m * r,) source positions, run by run.
-        pooled: number of reached destinations (pool rows).
-        fill: (n,) long, pool row of each destination.
+    lengths[d]: how many sources land on destination d; starts[d]: the first of them
+    (they are contiguous, [starts[d], starts[d] + lengths[d]), when the map is monotone);
+    shown[d]: the reached destination that d shows (d itself, or the nearest reached one
+    to its left).
     """
-
-    def __init__(self, dest: np.ndarray, device: torch.device) -> None:
-        n = len(dest)
-        lengths = np.bincount(dest, minlength=n)
-        starts = np.cumsum(lengths) - lengths
-        reached = np.flatnonzero(lengths)
-        pool_row = np.zeros(n, dtype=np.int64)
-        singles: list[tuple[int, int, int]] = []
-        groups = []
-        offset = 0
-        for r in np.unique(lengths[reached]):
-            runs = reached[lengths[reached] == r]
-            pool_row[runs] = np.arange(offset, offset + len(runs))
-            if r == 1:  # consecutive one-source runs have consecutive sources: slice copies
-                breaks = np.flatnonzero(np.diff(starts[runs]) != 1) + 1
-                for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(runs)]):
-                    singles.append((int(starts[runs[lo]]), offset + int(lo), int(hi - lo)))
-            else:
-                index = (starts[runs][:, None] + np.arange(r)).reshape(-1)
-                groups.append((int(r), len(runs), offset, torch.from_numpy(index).to(device)))
-            offset += len(runs)
-        shown = np.maximum.accumulate(np.where(lengths > 0, np.arange(n), 0))
-        self.singles: tuple[tuple[int, int, int], ...] = tuple(singles)
-        self.groups: tuple[tuple[int, int, int, Tensor], ...] = tuple(groups)
-        self.pooled: int = offset
-        self.fill: Tensor = torch.from_numpy(pool_row[shown]).to(device)
-
-    def merge(self, x: Tensor) -> Tensor:
-        """(..., n, W) -> (..., pooled, W): the max over each run along dim -2."""
-        pool = x.new_empty((*x.shape[:-2], self.pooled, x.shape[-1]))
-        for source, offset, count in self.singles:
-            pool[..., offset : offset + count, :].copy_(x[..., source : source + count, :])
-        for r, m, offset, index in self.groups:
-            sources = x.index_select(-2, index).unflatten(-2, (m, r))
-            torch.amax(sources, dim=-2, out=pool[..., offset : offset + m, :])
-        return pool
-
-
-@lru_cache(maxsize=64)
-def _axis_runs(n: int, warp: AxisWarp, device: torch.device) -> _AxisRuns | None:
-    """The run plan of one axis, or None when the destination map is not monotone."""
     dest = destination_indices(n, warp)
     if np.any(np.diff(dest) < 0):
         return None
-    return _AxisRuns(dest, device)
+    lengths = np.bincount(dest, minlength=n)
+    starts = np.cumsum(lengths) - lengths
+    shown = np.maximum.accumulate(np.where(lengths > 0, np.arange(n), 0))
+    return lengths, starts, shown
 
 
-#: Elements per chunk of the run path (about 4 MB of float32): the intermediates stay in
-#: cache and in glibc's reused heap instead of fresh page-faulted mappings.
-RASTER_CHUNK_ELEMENTS: int = 1 << 20
+class _RasterPlan:
+    """How to deform (H, W) rasters by warps that do not fold, as a few batched gathers.
 
+    With monotone destination maps the sources of a destination row (column) are a
+    contiguous run, and a deformed pixel is the max over a rectangle of sources: its row's
+    run by its column's run (a gap destination shows the nearest reached one to its left).
+    Max is exact, so computing it rows first, then columns, gives the same bits as the
+    reference. Per image, a scratch row S holds:
 
-def _deform_raster_runs(x: Tensor, runs_x: _AxisRuns | None, runs_y: _AxisRuns | None, out: Tensor) -> None:
-    """Write the deformation of x (..., H, W) into the contiguous out, via run plans.
+    - the row-merged image (P, W), one row per reached destination row ("pool" rows, in
+      order): one-source runs are slice copies (a stretch of them has consecutive sources),
+      longer runs one ``amax`` over their slice each; with an identity y warp this part
+      is a copy of the image (or the image itself when there is nothing else to hold);
+    - after it, the merged multi-source column runs: their sources are gathered by one
+      flat ``index_select`` laid out (r, P, m) per run length r, and one ``amax`` over r
+      writes the group's m columns as a contiguous (P, m) block.
 
-    The rule is a max over a rectangle of sources per output pixel, separable in rows
-    and columns, and max is exact, so the order of the steps does not change a bit:
-    merge rows (y runs, along dim -2), transpose, merge the columns as rows (x runs),
-    spread them (x fill), transpose back and spread the rows (y fill) into out.
+    One flat ``index_select`` from S then writes every output pixel. Gathers along a
+    flattened image run near memory speed, where gathers of columns or transposes did not
+    (``bench/RESULTS.md``). With an identity x warp the output is a row gather instead.
+
+    Attributes:
+        row_singles: (source, pool, count): pool rows [pool, pool + count) are image rows
+            [source, source + count).
+        row_runs: (source, length, pool): pool row ``pool`` is the max of image rows
+            [source, source + length).
+        pooled: P, rows of the row-merged image (H when the y warp is the identity).
+        copy_rows: the y warp is the identity but S needs the image next to merged columns.
+        column_index: flat positions in S of every column run's sources (None: no
+            multi-source column runs).
+        column_groups: (offset, length, size, target): the (length, size) block of the
+            gathered sources at ``offset`` reduces into S[target : target + size].
+        width_s: length of S per image.
+        pixel_index: (H * W,) flat position in S of each output pixel (None with an
+            identity x warp).
+        row_fill: (H,) pool row of each output row (used with an identity x warp).
     """
-    current = runs_y.merge(x) if runs_y is not None else x
-    if runs_x is not None:
-        turned = runs_x.merge(current.transpose(-1, -2).contiguous()).index_select(-2, runs_x.fill)
-        current = turned.transpose(-1, -2)
-        if runs_y is None:
-            out.copy_(current)
-            return
-        current = current.contiguous()
-    torch.index_select(current, -2, runs_y.fill, out=out)
+
+    def __init__(self, height: int, width: int, rows: tuple | None, columns: tuple | None,
+                 device: torch.device) -> None:
+        self.height, self.width = height, width
+        singles: list[tuple[int, int, int]] = []
+        runs: list[tuple[int, int, int]] = []
+        if rows is None:  # identity y warp: pool row i is image row i
+            pool_of_row = np.arange(height)
+            self.pooled = height
+        else:
+            lengths, starts, shown = rows
+            reached = np.flatnonzero(lengths)
+            pool = np.zeros(height, dtype=np.int64)
+            pool[reached] = np.arange(len(reached))
+            pool_of_row = pool[shown]
+            self.pooled = len(reached)
+            for p, d in enumerate(reached):
+                source, length = int(starts[d]), int(lengths[d])
+                if length > 1:
+                    runs.append((source, length, p))
+                elif singles and singles[-1][0] + singles[-1][2] == source and singles[-1][1] + singles[-1][2] == p:
+                    singles[-1] = (singles[-1][0], singles[-1][1], singles[-1][2] + 1)
+                else:
+                    singles.append((source, p, 1))
+        self.row_singles: tuple[tuple[int, int, int], ...] = tuple(singles)
+        self.row_runs: tuple[tuple[int, int, int], ...] = tuple(runs)
+        self.row_fill: Tensor = torch.from_numpy(pool_of_row).to(device)
+
+        pooled, image = self.pooled, self.pooled * width
+        groups: list[tuple[int, int, int, int]] = []
+        self.column_index: Tensor | None = None
+        self.pixel_index: Tensor | None = None
+        self.width_s = image
+        if columns is not None:
+            lengths, starts, shown = columns
+            # output pixel (i, j) shows pool row pool_of_row[i] and column run shown[j]:
+            # a one-source run reads its source column of the row-merged image ...
+            pixels = pool_of_row[:, None] * width + starts[shown][None, :]
+            sources, offset, target = [], 0, image
+            for r in np.unique(lengths[lengths > 1]):
+                group = np.flatnonzero(lengths == r)  # the m destinations with r sources
+                m = len(group)
+                # their sources laid out (r, P, m): the k-th source of each run, every pool row
+                columns_rk = starts[group][None, None, :] + np.arange(r)[:, None, None]
+                sources.append((columns_rk + (np.arange(pooled) * width)[None, :, None]).reshape(-1))
+                groups.append((offset, int(r), pooled * m, target))
+                # ... a multi-source run reads its merged column in the group's (P, m) block
+                slot = np.full(width, -1, dtype=np.int64)
+                slot[group] = np.arange(m)
+                hit = slot[shown] >= 0
+                pixels[:, hit] = target + pool_of_row[:, None] * m + slot[shown][hit][None, :]
+                offset += int(r) * pooled * m
+                target += pooled * m
+            self.width_s = target
+            if sources:
+                self.column_index = torch.from_numpy(np.concatenate(sources)).to(device)
+            self.pixel_index = torch.from_numpy(pixels.reshape(-1)).to(device)
+        self.column_groups: tuple[tuple[int, int, int, int], ...] = tuple(groups)
+        self.copy_rows: bool = rows is None and bool(groups)
+
+    def apply(self, x: Tensor, out: Tensor, scratch: Tensor) -> None:
+        """Write the deformation of x (n, H, W) into the contiguous out (n, H, W).
+
+        scratch: a contiguous tensor of at least n * width_s elements of x's dtype.
+        """
+        n, width = x.shape[0], self.width
+        if not (self.row_singles or self.row_runs or self.copy_rows):
+            s = x.reshape(n, -1)  # identity y warp, one-source column runs only: gather from x
+        else:
+            s = scratch[: n * self.width_s].view(n, self.width_s)
+            image = s[:, : self.pooled * width].view(n, self.pooled, width)
+            if self.copy_rows:
+                image.copy_(x)
+            for source, pool, count in self.row_singles:
+                image[:, pool : pool + count].copy_(x[:, source : source + count])
+            for source, length, pool in self.row_runs:
+                torch.amax(x[:, source : source + length], dim=1, out=image[:, pool])
+        if self.column_index is not None:
+            # from all of s (its sources sit in the image part): index_select takes a much
+            # slower path on a sliced, non-contiguous source
+            gathered = torch.index_select(s, 1, self.column_index)
+            for offset, length, size, target in self.column_groups:
+                block = gathered[:, offset : offset + length * size].view(n, length, size)
+                torch.amax(block, dim=1, out=s[:, target : target + size])
+        if self.pixel_index is None:  # identity x warp: whole rows
+            torch.index_select(s.view(n, self.pooled, width), 1, self.row_fill, out=out)
+        else:
+            torch.index_select(s, 1, self.pixel_index, out=out.view(n, -1))
+
+
+@lru_cache(maxsize=64)
+def _raster_plan(height: int, width: int, module: DeformationModule, device: torch.device) -> _RasterPlan | None:
+    """The gather plan of a module at one raster size, or None when a warped axis folds."""
+    rows = None if module.y.is_identity else _monotone_runs(height, module.y)
+    columns = None if module.x.is_identity else _monotone_runs(width, module.x)
+    if (rows is None and not module.y.is_identity) or (columns is None and not module.x.is_identity):
+        return None
+    return _RasterPlan(height, width, rows, columns, device)
+
+
+#: Elements per chunk of the gather path (16 MB of float32, a batch of 64 rasters at 224
+#: px): the plan costs ~40 torch calls per chunk, so smaller chunks, which would keep the
+#: scratch in cache, measured slower (1.2x at 4 MB, 2.8x at 0.5 MB).
+RASTER_CHUNK_ELEMENTS: int = 1 << 22
 
 
 def deform_raster(x: Tensor, module: DeformationModule, out: Tensor | None = None) -> Tensor:
     """Deform a raster batch: x warp along columns, then y warp along rows.
 
     Warps that do not fold (monotone destination maps, every module in
-    ``DEFORMATION_MODULES``) take a gather path: runs of sources are max-merged with
-    ``index_select`` + ``amax`` (``_AxisRuns``), ``RASTER_CHUNK_ELEMENTS`` at a time.
+    ``DEFORMATION_MODULES``) take a gather path (``_RasterPlan``: runs of source rows and
+    columns max-merged, then one flat gather per chunk of ``RASTER_CHUNK_ELEMENTS``).
     Folding warps (``allow_folding=True``) and inputs that need a gradient take the
     ``scatter_reduce(amax)`` path. Both give the same bits as ``deform_raster_reference``.
 
@@ -204,21 +274,17 @@ def deform_raster(x: Tensor, module: DeformationModule, out: Tensor | None = Non
             f"on {x.device}, got a {out.dtype} tensor of shape {tuple(out.shape)} on {out.device}"
         )
     height, width = x.shape[-2], x.shape[-1]
-    runs_x = None if module.x.is_identity else _axis_runs(width, module.x, x.device)
-    runs_y = None if module.y.is_identity else _axis_runs(height, module.y, x.device)
-    folds = (runs_x is None and not module.x.is_identity) or (runs_y is None and not module.y.is_identity)
-    if folds or (runs_x is None and runs_y is None) or (torch.is_grad_enabled() and x.requires_grad):
+    plan = None if module.is_identity else _raster_plan(height, width, module, x.device)
+    if plan is None or (torch.is_grad_enabled() and x.requires_grad):
         result = _deform_raster_scatter(x, module)
         return result if out is None else out.copy_(result)
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    if x.dim() < 3:
-        _deform_raster_runs(x, runs_x, runs_y, out)
-        return out
     flat_x, flat_out = x.reshape(-1, height, width), out.view(-1, height, width)
-    chunk = max(1, RASTER_CHUNK_ELEMENTS // max(1, height * width))
+    chunk = max(1, RASTER_CHUNK_ELEMENTS // (height * width))
+    scratch = x.new_empty(min(chunk, flat_x.shape[0]) * plan.width_s)
     for i in range(0, flat_x.shape[0], chunk):
-        _deform_raster_runs(flat_x[i : i + chunk], runs_x, runs_y, flat_out[i : i + chunk])
+        plan.apply(flat_x[i : i + chunk], flat_out[i : i + chunk], scratch)
     return out
 
 

@@ -59,7 +59,7 @@ def test_released_stroke_order_reference_follows_the_applied_warp():
 import numpy as np  # noqa: E402
 
 from algorithms import deformation as deformation_module  # noqa: E402
-from algorithms.deformation import _axis_runs, _deform_raster_scatter, deform_raster, deform_raster_reference  # noqa: E402
+from algorithms.deformation import _deform_raster_scatter, _raster_plan, deform_raster, deform_raster_reference  # noqa: E402
 from algorithms.rotation import rotate_raster, rotate_strokes, rotation_views_raster, rotation_views_strokes  # noqa: E402
 from algorithms.warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule  # noqa: E402
 
@@ -95,13 +95,18 @@ def test_gather_path_chunks_and_dtypes(monkeypatch):
         assert torch.equal(deform_raster((x * 8).to(dtype), module), _deform_raster_scatter((x * 8).to(dtype), module))
     out = torch.full_like(x, -1.0)
     assert deform_raster(x, module, out=out) is out and torch.equal(out, expected)
+    for name, strided in (("released", x.transpose(-1, -2)), ("HE", x[:, :, ::2]), ("VE", x[::2])):
+        assert not strided.is_contiguous()
+        expected = _deform_raster_scatter(strided, DEFORMATION_MODULES[name])
+        assert torch.equal(deform_raster(strided, DEFORMATION_MODULES[name]), expected), name
     with pytest.raises(ValueError, match="out must be a contiguous"):
         deform_raster(x, module, out=torch.empty(7, 3, 40, 40).transpose(-1, -2))
 
 
 def test_folding_warp_takes_the_scatter_path_and_still_matches_the_reference():
-    assert _axis_runs(64, FOLDING, torch.device("cpu")) is None
-    assert _axis_runs(64, DEFORMATION_MODULES["released"].x, torch.device("cpu")) is not None
+    cpu = torch.device("cpu")
+    assert _raster_plan(64, 64, DeformationModule("fold_x", x=FOLDING, y=IDENTITY, allow_folding=True), cpu) is None
+    assert _raster_plan(64, 64, DEFORMATION_MODULES["released"], cpu) is not None
     for module in (DeformationModule("fold_x", x=FOLDING, y=IDENTITY, allow_folding=True),
                    DeformationModule("mixed", x=DEFORMATION_MODULES["released"].x, y=FOLDING, allow_folding=True)):
         x = grey_rasters(2, 1, 64, 64, seed=2)
