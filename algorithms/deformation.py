@@ -29,7 +29,16 @@ import torch
 from torch import Tensor
 
 from .base import PretextAlgorithm, new_views_like, view_targets
-from .strokes import interleave, normalize_planar, normalize_strokes, valid_rows, valid_weights, with_coordinates
+from .strokes import (
+    check_strokes,
+    constants,
+    normalize_planar,
+    normalize_strokes,
+    planar_valid_weights,
+    planar_write_coordinates,
+    valid_rows,
+    with_coordinates,
+)
 from .warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule
 
 STROKE_ARGUMENT_ORDERS: tuple[str, ...] = ("lam_a_b", "released")
@@ -386,11 +395,13 @@ def deform_strokes(x: Tensor, module: DeformationModule, normalize: bool = True)
 def deformation_views_strokes(x: Tensor, module: DeformationModule) -> Tensor:
     """``cat([normalize_strokes(x), deform_strokes(x, module)])`` in one planar pass.
 
-    The batch is copied once into planes (``strokes.planar``); both axes are warped in one
-    pass (``DeformationModule.warp_planes``, float64 as in ``deform_strokes``); both views
-    are normalised together (``normalize_planar``) and written into one output. Bit-identical
-    to the cat (the same arithmetic on every value) in about a quarter of its time: these
-    tensors are small, so the count of torch calls and contiguous memory are what count.
+    The batch's coordinates are copied once into planes (``strokes`` planar layout); both
+    axes are warped in one pass (``DeformationModule.warp_planes``, float64 as in
+    ``deform_strokes``, cast straight into the deformed view's planes); both views are
+    normalised together (``normalize_planar``) and written over two copies of the batch
+    (``strokes.planar_write_coordinates``). Bit-identical to the cat (the same arithmetic
+    on every value); with a gradient to track, the cat itself. These tensors are small, so
+    the count of torch calls and contiguous memory are what count.
 
     Args:
         x: (B, L, 4) stroke batch, coordinates in [0, 1].
@@ -399,13 +410,15 @@ def deformation_views_strokes(x: Tensor, module: DeformationModule) -> Tensor:
     Returns:
         (2B, L, 4): undeformed views, then deformed ones; pen columns kept, padding rows zero.
     """
-    valid = valid_weights(x)
-    coords = torch.empty((2, 2, *x.shape[:2]), dtype=x.dtype, device=x.device)  # (view, axis, B, L)
-    coords[0] = x[..., :2].permute(2, 0, 1)
-    coords[1] = module.warp_planes(coords[0].to(torch.float64))  # padding rows stay 0: f(0) = 0
-    out = new_views_like(x, 2 * x.shape[0])
-    normalize_planar(coords, valid, out=interleave(x, 2, out))
-    return out
+    check_strokes(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.cat([normalize_strokes(x), deform_strokes(x, module)])
+    valid = planar_valid_weights(x, constants(x.dtype, x.device)[0])
+    coords = torch.empty((2, 2, x.shape[0], x.shape[1]), dtype=x.dtype, device=x.device)  # (view, axis, B, L)
+    plain = coords[0]
+    plain.copy_(x[..., :2].permute(2, 0, 1))
+    module.warp_planes(plain.to(torch.float64), out=coords[1])  # padding rows stay 0: f(0) = 0
+    return planar_write_coordinates(torch.cat([x, x]), normalize_planar(coords, valid))
 
 
 # ------------------------------------------------------------------------- algorithm

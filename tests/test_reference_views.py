@@ -243,3 +243,43 @@ def test_planar_stroke_deformation_views_equal_the_two_step_path(module, dtype):
     assert torch.equal(views.detach(), expected)
     views.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+# --------------------------------------------------------- planar stroke views, bit for bit
+# The planar stroke deformation views must give the two-step path's bits, compared as
+# integers (so a -0.0 for +0.0 would show), for the a = 0, b = 1 shortcut and for the
+# general warp.
+
+INTEGER_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64, torch.bfloat16: torch.int16}
+
+
+def same_bits(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a.view(INTEGER_VIEW[a.dtype]),
+                                                                       b.view(INTEGER_VIEW[b.dtype]))
+
+
+@pytest.mark.parametrize("module", [DEFORMATION_MODULES["released"], DEFORMATION_MODULES["HC"],
+                                    DeformationModule("folding", x=AxisWarp(1.0, 2.1, 0.0), y=AxisWarp(0.7, 0.3, -0.2),
+                                                      allow_folding=True)], ids=["released", "HC", "folding"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_planar_deformation_views_keep_the_bits(module, dtype):
+    x = awkward_strokes(dtype).abs()
+    x[0, :2, :2] = -0.0  # signed zeros on valid rows
+    expected = torch.cat([normalize_strokes(x), deform_strokes(x, module)])
+    assert same_bits(deformation_views_strokes(x, module), expected)
+    assert same_bits(deformation_views_strokes(x.transpose(0, 1).contiguous().transpose(0, 1), module), expected)
+    padding = (x[..., 2] + x[..., 3] == 0).repeat(2, 1)
+    assert not torch.signbit(expected[padding]).any()
+
+
+def test_unit_warp_shortcut_keeps_the_bits_of_each_axis_warp():
+    g = torch.Generator().manual_seed(4)
+    t = torch.cat([torch.rand(2, 400, generator=g, dtype=torch.float64) * s for s in (1.0, 3.0, -2.0, 1e-300)], dim=1)
+    t[:, :5] = torch.tensor([0.0, -0.0, 1.0, 5e-324, 1.0 - 2.0 ** -53], dtype=torch.float64)
+    for module in DEFORMATION_MODULES.values():
+        for dtype in (torch.float64, torch.float32):
+            planes = t.to(dtype)
+            expected = torch.stack([module.x.f(planes[0]), module.y.f(planes[1])])
+            assert same_bits(module.warp_planes(planes), expected), (module.name, dtype)
+            out = torch.empty_like(planes, dtype=torch.float32)
+            assert module.warp_planes(planes, out=out) is out and same_bits(out, expected.float())
