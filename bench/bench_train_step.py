@@ -2,20 +2,25 @@
 
     python bench/bench_train_step.py [--batch 8] [--steps 6] [--workers 0]
     python bench/bench_train_step.py --cpu-bf16 [--batch 32] [--exp ...]   # float32 vs train.cpu_bf16
+    python bench/bench_train_step.py --host-memory [--batch 32] [--exp ...]   # train.keep_host_memory off vs on
 
 For each experiment the real trainer pieces run on the built-in synthetic sketches at the
 experiment's own input size: "data" is the wait for the next loader batch (rendering or
 stroke tensors), "compute" is pretext views + forward + backward + optimiser step. The first
 step is a warm-up and not counted. With --workers N the loader prefetches in N processes.
 With --cpu-bf16 each experiment runs twice, in float32 and with ``train.cpu_bf16`` (bf16
-autocast + channels_last), and the table gives both compute times and the speed-up.
+autocast + channels_last), and the table gives both compute times and the speed-up. With
+--host-memory each experiment runs in two fresh processes, ``train.keep_host_memory`` off
+then on (the malloc setting is process-wide and cannot be undone), same table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,10 +35,10 @@ from engine.trainer import Trainer, cpu_has_bf16  # noqa: E402
 
 
 def measure(name: str, batch: int, steps: int, workers: int, out: str,
-            cpu_bf16: bool = False) -> tuple[float, float, int]:
+            cpu_bf16: bool = False, keep_host_memory: bool = True) -> tuple[float, float, int]:
     cfg = load_config(name, {"train.batch_size": batch, "train.device": "cpu", "train.workers": workers,
                              "train.out": out, "data.train_per_class": max(2, batch * (steps + 1) // 12 + 1),
-                             "train.cpu_bf16": cpu_bf16})
+                             "train.cpu_bf16": cpu_bf16, "train.keep_host_memory": keep_host_memory})
     trainer = Trainer(cfg, progress=False)
     loader, _ = trainer._train_loader(1, 0)
     trainer.net.train()
@@ -54,6 +59,13 @@ def measure(name: str, batch: int, steps: int, workers: int, out: str,
     return data_s / steps, compute_s / steps, views // steps
 
 
+def measure_in_process(name: str, args: argparse.Namespace, keep_host_memory: bool) -> tuple[float, float, int]:
+    """``measure`` in a fresh Python process (for settings a process cannot undo)."""
+    command = [sys.executable, __file__, "--measure-one", name, "--batch", str(args.batch), "--steps",
+               str(args.steps), "--workers", str(args.workers)] + ([] if keep_host_memory else ["--no-keep"])
+    return tuple(json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8)
@@ -61,7 +73,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--exp", nargs="*", default=None)
     p.add_argument("--cpu-bf16", action="store_true", help="compare float32 with train.cpu_bf16")
+    p.add_argument("--host-memory", action="store_true", help="compare train.keep_host_memory off and on")
+    p.add_argument("--measure-one", help=argparse.SUPPRESS)  # internal: one measurement as JSON
+    p.add_argument("--no-keep", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.measure_one:
+        with tempfile.TemporaryDirectory() as out:
+            print(json.dumps(measure(args.measure_one, args.batch, args.steps, args.workers, out,
+                                     keep_host_memory=not args.no_keep)))
+        return
     names = args.exp or [n for n in available_experiments()]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads); batch {args.batch} sketches, {args.steps} timed steps, "
@@ -69,11 +89,19 @@ def main() -> None:
     if args.cpu_bf16:
         print("| experiment | inputs/step | fp32 compute ms/step | cpu_bf16 compute ms/step | speed-up |")
         print("|---|---|---|---|---|")
+    elif args.host_memory:
+        print("| experiment | inputs/step | compute ms/step, memory returned | compute ms/step, memory kept | speed-up |")
+        print("|---|---|---|---|---|")
     else:
         print("| experiment | inputs/step | steps/s | data ms/step | compute ms/step | data share |")
         print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as out:
         for name in names:
+            if args.host_memory:
+                _, returned, views = measure_in_process(name, args, keep_host_memory=False)
+                _, kept, _ = measure_in_process(name, args, keep_host_memory=True)
+                print(f"| {name} | {views} | {1000 * returned:.1f} | {1000 * kept:.1f} | {returned / kept:.2f}x |")
+                continue
             data, compute, views = measure(name, args.batch, args.steps, args.workers, out)
             if args.cpu_bf16:
                 _, low, _ = measure(name, args.batch, args.steps, args.workers, out, cpu_bf16=True)

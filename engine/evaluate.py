@@ -49,6 +49,7 @@ from engine.probe import DEFAULT_PER_CLASS, describe_recipe, run_probe
 from utils.atomic import atomic_write_text
 from utils.feature_store import read_rows
 from utils.fusion import FUSION_MODES
+from utils.host_memory import keep_freed_memory
 from utils.probe import DEFAULT_MAX_ITER, DEFAULT_WD_GRID
 from utils.retrieval import DEFAULT_MEMORY_MB, retrieval_metrics, topk_indices
 
@@ -352,6 +353,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     descs, base, ckpt = build_descriptors(args)
     first = descs[0]
     cfg = first.parts[0].cfg
+    if cfg.train.keep_host_memory:
+        keep_freed_memory()  # feature extraction allocates like a training step (utils/host_memory.py)
     metric = args.metric or cfg.eval.metric
     topk = list(args.topk) if args.topk else default_topk(cfg)
     if any(k < 1 for k in topk):

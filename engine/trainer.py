@@ -42,6 +42,7 @@ from config import ConfigError, ExperimentConfig
 from engine import build, distributed
 from utils.atomic import atomic_write_text
 from utils.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from utils.host_memory import keep_freed_memory
 from utils.logger import RunLogger
 from utils.meters import AverageMeter
 from utils.rng import rng_state, seed_everything, set_rng_state
@@ -128,6 +129,8 @@ class Trainer:
                 f"or remove {self.out_dir} (or choose another --out) to start over"
             )
         seed_everything(cfg.train.seed)
+        # Before the model and the loaders' workers exist, so both live under the setting.
+        self.host_memory_kept = cfg.train.keep_host_memory and keep_freed_memory()
 
         self.algorithm = build.build_algorithm(cfg)
         self.num_outputs = build.head_size(cfg, self.algorithm)
