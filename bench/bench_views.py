@@ -2,6 +2,7 @@
 
     python bench/bench_views.py [--batch 64] [--size 224] [--repeats 5]
     python bench/bench_views.py --growth [--batches 16 64 256] [--sizes 64 112 224] [--repeats 3]
+    python bench/bench_views.py --keep-host-memory ...   # under the trainer's default malloc setting
 
 Both paths run in the same process on the same batch, pinned to one thread, so the ratio is
 what matters (these machines are noisy). The copy floor is the time to fill a fresh output of
@@ -9,7 +10,9 @@ the same size with plain copies of the batch: the memory traffic any implementat
 "batched / floor" says how close the batched path is to memory speed. A "view" is one model input (rotation makes 4 per
 sketch, deformation 2). With --growth it prints how the cost grows instead: one table over
 batch sizes (at --size px) and one over raster sizes (at --batch sketches; strokes do not
-depend on the raster size, so that table has raster rows only).
+depend on the raster size, so that table has raster rows only). With --keep-host-memory both
+paths run under ``train.keep_host_memory``'s setting (utils/host_memory.py), as they do in
+training: freed blocks are reused instead of faulted in afresh on every call.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from algorithms.base import new_views_like  # noqa: E402
 from algorithms.reference import reference_views  # noqa: E402
 from data.datasets import RasterDataset, StrokeDataset  # noqa: E402
 from data.synthetic import SyntheticSketches  # noqa: E402
+from utils.host_memory import keep_freed_memory  # noqa: E402
 
 TASKS = (("rotation", {}), ("deformation", {"module": "released"}))
 
@@ -93,9 +97,12 @@ def main() -> None:
     p.add_argument("--growth", action="store_true", help="tables over --batches and --sizes instead")
     p.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
+    p.add_argument("--keep-host-memory", action="store_true", help="reuse freed host memory, as training does")
     args = p.parse_args()
     torch.set_num_threads(1)
-    machine = f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
+    kept = args.keep_host_memory and keep_freed_memory()
+    memory = "freed host memory kept (train.keep_host_memory)" if kept else "glibc's default malloc"
+    machine = f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, {memory}"
 
     if not args.growth:
         batches = {m: make_batch(m, args.batch, args.size) for m in ("raster", "stroke")}
