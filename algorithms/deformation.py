@@ -31,13 +31,12 @@ from torch import Tensor
 from .base import PretextAlgorithm, new_views_like, view_targets
 from .strokes import (
     check_strokes,
-    constants,
     normalize_planar,
     normalize_strokes,
-    planar_valid_weights,
-    planar_write_coordinates,
     valid_rows,
+    valid_weights,
     with_coordinates,
+    write_coordinates,
 )
 from .warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule
 
@@ -399,7 +398,7 @@ def deformation_views_strokes(x: Tensor, module: DeformationModule) -> Tensor:
     axes are warped in one pass (``DeformationModule.warp_planes``, float64 as in
     ``deform_strokes``, cast straight into the deformed view's planes); both views are
     normalised together (``normalize_planar``) and written over two copies of the batch
-    (``strokes.planar_write_coordinates``). Bit-identical to the cat (the same arithmetic
+    (``strokes.write_coordinates``). Bit-identical to the cat (the same arithmetic
     on every value); with a gradient to track, the cat itself. These tensors are small, so
     the count of torch calls and contiguous memory are what count.
 
@@ -413,12 +412,12 @@ def deformation_views_strokes(x: Tensor, module: DeformationModule) -> Tensor:
     check_strokes(x)
     if torch.is_grad_enabled() and x.requires_grad:
         return torch.cat([normalize_strokes(x), deform_strokes(x, module)])
-    valid = planar_valid_weights(x, constants(x.dtype, x.device)[0])
+    valid = valid_weights(x)
     coords = torch.empty((2, 2, x.shape[0], x.shape[1]), dtype=x.dtype, device=x.device)  # (view, axis, B, L)
     plain = coords[0]
     plain.copy_(x[..., :2].permute(2, 0, 1))
     module.warp_planes(plain.to(torch.float64), out=coords[1])  # padding rows stay 0: f(0) = 0
-    return planar_write_coordinates(torch.cat([x, x]), normalize_planar(coords, valid))
+    return write_coordinates(torch.cat([x, x]), normalize_planar(coords, valid))
 
 
 # ------------------------------------------------------------------------- algorithm

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .base import PretextAlgorithm, new_views_like, numpy_dtype, view_targets
-from .strokes import constants, planar_write_coordinates, valid_rows, valid_weights, with_coordinates
+from .strokes import constants, valid_rows, valid_weights, with_coordinates, write_coordinates
 
 NUM_ROTATIONS: int = 4
 
@@ -107,7 +107,7 @@ def rotation_views_strokes(x: Tensor) -> Tensor:
     The four turns only pick two of ``px, py, 1 - px, 1 - py``: those four planes are
     built once (``strokes`` planar layout, padding zeroed), one ``index_select`` gathers
     every turn's coordinates, and they are written over four copies of x
-    (``planar_write_coordinates``). Bit-identical to the per-turn path (the same
+    (``write_coordinates``). Bit-identical to the per-turn path (the same
     subtractions; the rest are moves) in about a tenth of its torch calls, which is what
     counts on these small tensors.
 
@@ -125,7 +125,7 @@ def rotation_views_strokes(x: Tensor) -> Tensor:
     torch.sub(1, four[:2], out=four[2:])  # 1 - px, 1 - py
     four.mul_(valid).add_(constants(x.dtype, x.device)[0])  # padding rows to +0.0
     turned = four.index_select(0, _turn_index(x.device)).unflatten(0, (NUM_ROTATIONS, 2))  # (4, 2, B, L)
-    return planar_write_coordinates(torch.cat([x] * NUM_ROTATIONS), turned)
+    return write_coordinates(torch.cat([x] * NUM_ROTATIONS), turned)
 
 
 class RotationAlgorithm(PretextAlgorithm):

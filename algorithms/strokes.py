@@ -60,12 +60,7 @@ def valid_weights(x: Tensor) -> Tensor:
     """(B, L) contiguous tensor of x's dtype: 1 on rows that carry a point (p1 + p2 > 0),
     0 on padding rows."""
     check_strokes(x)
-    return planar_valid_weights(x, constants(x.dtype, x.device)[0])
-
-
-def planar_valid_weights(x: Tensor, zero: Tensor) -> Tensor:
-    """``valid_weights`` without the shape check; zero: 0-dim tensor 0 of x's dtype."""
-    return torch.add(x[..., 2], x[..., 3]).gt_(zero)
+    return torch.add(x[..., 2], x[..., 3]).gt_(constants(x.dtype, x.device)[0])
 
 
 def normalize_planar(coords: Tensor, valid: Tensor, min_extent: float = 0.0, out: Tensor | None = None) -> Tensor:
@@ -73,31 +68,7 @@ def normalize_planar(coords: Tensor, valid: Tensor, min_extent: float = 0.0, out
 
     The same arithmetic as ``normalize_strokes`` (bit-identical): per view and sketch,
     lo/hi are the min/max over valid points, the box centre moves to 0.5 and both axes
-    are divided by the larger extent (1 where it is <= min_extent). See
-    ``planar_normalized`` for how.
-
-    Args:
-        coords: (..., 2, B, L) x and y planes (e.g. (V, 2, B, L) for V views of a batch).
-        valid: (B, L) weights from ``valid_weights`` (1 valid, 0 padding).
-        min_extent: extents at or below this are treated as zero.
-        out: optional tensor (any strides) shaped like coords to copy the result into.
-
-    Returns:
-        The result, shaped like coords; padding entries exactly +0.0. Padding entries are
-        kept out of the min and max by adding the dtype's largest value, so they must be
-        finite and small next to it (a stroke batch holds zeros there).
-    """
-    zero, half, one, big = constants(coords.dtype, coords.device)
-    neg_one, signs = _negated_constants(coords.dtype, coords.device, coords.dim() + 1)
-    threshold = zero if min_extent == 0 else torch.tensor(-min_extent, dtype=coords.dtype, device=coords.device)
-    result = planar_normalized(coords, valid, threshold, half, one, big, neg_one, signs)
-    return result if out is None else out.copy_(result)
-
-
-def planar_normalized(coords: Tensor, valid: Tensor, neg_min_extent: Tensor, half: Tensor, one: Tensor,
-                      big: Tensor, neg_one: Tensor, signs: Tensor) -> Tensor:
-    """``normalize_planar`` with its constants passed in (``constants``, ``_negated_constants``;
-    neg_min_extent: -min_extent as a 0-dim tensor of coords' dtype).
+    are divided by the larger extent (1 where it is <= min_extent).
 
     Written in few operations (on these small tensors each torch call costs about as much
     as its arithmetic), every step exact or rounded as in the plain formula:
@@ -113,7 +84,21 @@ def planar_normalized(coords: Tensor, valid: Tensor, neg_min_extent: Tensor, hal
       +-0 / -scale + 0 = +0.
 
     The in-place steps only touch fresh intermediates, so autograd can follow.
+
+    Args:
+        coords: (..., 2, B, L) x and y planes (e.g. (V, 2, B, L) for V views of a batch).
+        valid: (B, L) weights from ``valid_weights`` (1 valid, 0 padding).
+        min_extent: extents at or below this are treated as zero.
+        out: optional tensor (any strides) shaped like coords to copy the result into.
+
+    Returns:
+        The result, shaped like coords; padding entries exactly +0.0. Padding entries are
+        kept out of the min and max by adding the dtype's largest value, so they must be
+        finite and small next to it (a stroke batch holds zeros there).
     """
+    zero, half, one, big = constants(coords.dtype, coords.device)
+    neg_one, signs = _negated_constants(coords.dtype, coords.device, coords.dim() + 1)
+    neg_min_extent = zero if min_extent == 0 else torch.tensor(-min_extent, dtype=coords.dtype, device=coords.device)
     hide = torch.sub(one, valid).mul_(big)  # (B, L): 0 valid, max padding
     ends = torch.addcmul(hide, coords, signs).amin(dim=-1, keepdim=True)  # (2, ..., 2, B, 1)
     lo, neg_hi = ends[0], ends[1]
@@ -123,7 +108,8 @@ def planar_normalized(coords: Tensor, valid: Tensor, neg_min_extent: Tensor, hal
     neg_scale = torch.add(lo, neg_hi).amin(dim=-3, keepdim=True)  # -(larger extent): (..., 1, B, 1)
     neg_scale = torch.where(neg_scale < neg_min_extent, neg_scale, neg_one)
     half_valid = torch.mul(valid, half)
-    return torch.sub(centre, coords).mul_(valid).div_(neg_scale).add_(half_valid)  # (c - centre) / scale + 0.5
+    result = torch.sub(centre, coords).mul_(valid).div_(neg_scale).add_(half_valid)  # (c - centre) / scale + 0.5
+    return result if out is None else out.copy_(result)
 
 
 @lru_cache(maxsize=32)
@@ -137,30 +123,18 @@ def _negated_constants(dtype: torch.dtype, device: torch.device, dims: int) -> t
 def write_coordinates(out: Tensor, planes: Tensor) -> Tensor:
     """Write planes (V, 2, B, L) into the x and y columns of out (V * B, L, 4); return out.
 
-    Without a gradient to track, ``planar_write_coordinates``; with one, a strided copy.
+    A strided copy into the interleaved rows is torch's slow path here (its innermost loop
+    runs over the two columns). For float32 and float64 without a gradient to track, each
+    row's (x, y) pair is viewed as one complex number instead and ``torch.complex`` writes
+    the pairs in one pass: a move, bit for bit, in about two thirds of the time.
 
     Args:
         out: contiguous (V * B, L, 4) stroke tensor of planes' dtype; its pen columns are
             left alone.
         planes: (V, 2, B, L) x and y planes of each view.
     """
-    if torch.is_grad_enabled() and planes.requires_grad:
-        views, _, batch, length = planes.shape
-        out.view(views, batch, length, 4)[..., :2].permute(0, 3, 1, 2).copy_(planes)
-        return out
-    return planar_write_coordinates(out, planes)
-
-
-def planar_write_coordinates(out: Tensor, planes: Tensor) -> Tensor:
-    """``write_coordinates`` without autograd support.
-
-    A strided copy into the interleaved rows is torch's slow path here (its innermost loop
-    runs over the two columns). For float32 and float64 each row's (x, y) pair is viewed
-    as one complex number instead and ``torch.complex`` writes the pairs in one pass: a
-    move, bit for bit, in about two thirds of the time.
-    """
-    views, batch, length = planes.shape[0], planes.shape[2], planes.shape[3]
-    if out.dtype == torch.float32 or out.dtype == torch.float64:
+    views, _, batch, length = planes.shape
+    if out.dtype in (torch.float32, torch.float64) and not (torch.is_grad_enabled() and planes.requires_grad):
         pairs = torch.view_as_complex(out.view(views, batch, length, 2, 2))[..., 0]  # (V, B, L): x + iy
         torch.complex(planes[:, 0], planes[:, 1], out=pairs)
     else:

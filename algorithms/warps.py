@@ -297,24 +297,17 @@ class DeformationModule:
         if torch.is_grad_enabled() and t.requires_grad:
             warped = _warp(t, lam, a, b, torch.sin, torch.cos)
             return warped if out is None else out.copy_(warped)
-        return planar_warp(t, a, b, half_lam, a_minus_b, one, two, _unit_settings(self), out)
-
-
-def planar_warp(t: Tensor, a: Tensor, b: Tensor, half_lam: Tensor, a_minus_b: Tensor, one: Tensor, two: Tensor,
-                unit: bool, out: Tensor | None = None) -> Tensor:
-    """``DeformationModule.warp_planes`` without autograd, its settings passed in
-    (``_plane_settings``; unit: ``_unit_settings``)."""
-    # _warp's operations in its order, written into reused buffers:
-    if unit:
-        cos_mean = torch.add(t, one).cos_()  # cos(a u + b t + b) = cos(t + 1)
-        sine = torch.sub(t, one).sin_()  # sin((a - b) u) = sin(t - 1)
-    else:
-        u = torch.sub(one, t)
-        cos_mean = torch.mul(u, a).add_(torch.mul(t, b)).add_(b).cos_()  # cos(a u + b t + b)
-        sine = u.mul_(a_minus_b).sin_()  # sin((a - b) u)
-    diff = sine.mul_(cos_mean.mul_(two))  # 2 cos(..) sin(..)
-    warped = torch.mul(t, half_lam).mul_(diff).add_(t)  # t + (lam / 2) t diff
-    return warped if out is None else out.copy_(warped)
+        # _warp's operations in its order, written into reused buffers:
+        if _unit_settings(self):
+            cos_mean = torch.add(t, one).cos_()  # cos(a u + b t + b) = cos(t + 1)
+            sine = torch.sub(t, one).sin_()  # sin((a - b) u) = sin(t - 1)
+        else:
+            u = torch.sub(one, t)
+            cos_mean = torch.mul(u, a).add_(torch.mul(t, b)).add_(b).cos_()  # cos(a u + b t + b)
+            sine = u.mul_(a_minus_b).sin_()  # sin((a - b) u)
+        diff = sine.mul_(cos_mean.mul_(two))  # 2 cos(..) sin(..)
+        warped = torch.mul(t, half_lam).mul_(diff).add_(t)  # t + (lam / 2) t diff
+        return warped if out is None else out.copy_(warped)
 
 
 @lru_cache(maxsize=64)
