@@ -141,6 +141,8 @@ class _RasterPlan:
             [source, source + length).
         pooled: P, rows of the row-merged image (H when the y warp is the identity).
         copy_rows: the y warp is the identity but S needs the image next to merged columns.
+        from_input: the y warp is the identity and no column run has two sources: the
+            output is gathered from the input itself, no scratch.
         column_index: flat positions in S of every column run's sources (None: no
             multi-source column runs).
         column_groups: (offset, length, size, target): the (length, size) block of the
@@ -209,6 +211,7 @@ class _RasterPlan:
             self.pixel_index = torch.from_numpy(pixels.reshape(-1)).to(device)
         self.column_groups: tuple[tuple[int, int, int, int], ...] = tuple(groups)
         self.copy_rows: bool = rows is None and bool(groups)
+        self.from_input: bool = rows is None and not groups  # nothing to merge: gather from x itself
 
     def apply(self, x: Tensor, out: Tensor, scratch: Tensor) -> None:
         """Write the deformation of x (n, H, W) into the contiguous out (n, H, W).
@@ -216,8 +219,8 @@ class _RasterPlan:
         scratch: a contiguous tensor of at least n * width_s elements of x's dtype.
         """
         n, width = x.shape[0], self.width
-        if not (self.row_singles or self.row_runs or self.copy_rows):
-            s = x.reshape(n, -1)  # identity y warp, one-source column runs only: gather from x
+        if self.from_input:
+            s = x.reshape(n, -1)
         else:
             s = scratch[: n * self.width_s].view(n, self.width_s)
             image = s[:, : self.pooled * width].view(n, self.pooled, width)
