@@ -120,7 +120,7 @@ class TrainConfig:
     # bf16 autocast (+ channels_last for raster models) on the CPU: 1.4-2.8x faster steps on
     # CPUs with AMX or AVX512-BF16 (bench/RESULTS.md), slower on others; bf16 rounding.
     cpu_bf16: bool = False
-    # glibc: keep freed host memory for the next step instead of unmapping it (1.2-1.4x
+    # glibc: keep freed host memory for the next step instead of unmapping it (1.1-1.4x
     # faster CNN steps on the CPU, utils/host_memory.py); the process holds its peak memory.
     keep_host_memory: bool = True
 
