@@ -283,3 +283,37 @@ def test_unit_warp_shortcut_keeps_the_bits_of_each_axis_warp():
             assert same_bits(module.warp_planes(planes), expected), (module.name, dtype)
             out = torch.empty_like(planes, dtype=torch.float32)
             assert module.warp_planes(planes, out=out) is out and same_bits(out, expected.float())
+
+
+# ------------------------------------------------------------------- real Quick, Draw! sketches
+# The equality above on real players' sketches (read in place from ../shared/quickdraw): raw
+# files (coordinates outside 0..255, long strokes) and simplified ones, at the paper's 224 px.
+
+from itertools import islice  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from data.formats import read_sketches  # noqa: E402
+
+QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
+
+
+def real_sketches(per_file=4):
+    if not QUICKDRAW.is_dir():
+        pytest.skip(f"shared Quick, Draw! sample not found at {QUICKDRAW} (expected ../shared/quickdraw)")
+    files = [QUICKDRAW / kind / name for kind in ("raw", "simplified")
+             for name in ("The Eiffel Tower.ndjson", "airplane.ndjson", "banana.ndjson")]
+    return [s for path in files for s in islice(read_sketches(path, label=0), per_file)]
+
+
+@pytest.mark.parametrize("name, params", CASES[:3])
+def test_views_on_real_sketches_equal_the_per_sample_reference(name, params):
+    sketches = real_sketches()
+    for modality, dataset in (("raster", RasterDataset(sketches, image_size=224)), ("stroke", StrokeDataset(sketches))):
+        x = torch.stack([dataset[i][0] for i in range(len(dataset))])
+        algorithm = build_algorithm(name, modality, **params)
+        fast, ref = algorithm.views(x, None)[0], reference_views(algorithm, x, None)[0]
+        if modality == "raster" or name == "rotation":
+            assert torch.equal(fast, ref), (name, params, modality)
+        else:  # the reference's warp uses NumPy's sin and cos, the batched one torch's
+            torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
+        assert not torch.equal(fast[len(x):2 * len(x)], fast[: len(x)])
