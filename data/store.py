@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.atomic import fsync_dir
+
 from .sketch import Sketch
 
 STORE_FORMAT = "quickdraw-sketch-store"
@@ -229,19 +231,6 @@ class _NpyStream:
         self._f.close()
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class StoreWriter:
     """Writes a store folder atomically: everything goes to ``.NAME.partial`` next to it,
     which replaces ``NAME`` only in :meth:`commit` (``meta.json`` written last).
@@ -344,7 +333,7 @@ class StoreWriter:
         tmp_meta = self.partial / "meta.json.tmp"
         tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         tmp_meta.replace(self.partial / "meta.json")
-        _fsync_dir(self.partial)
+        fsync_dir(self.partial)
         # Swap into place. A crash between the two renames leaves no store at ``out`` (and
         # the complete new one at .partial, deleted and rebuilt by the next run): never a
         # half-written one.
@@ -354,6 +343,6 @@ class StoreWriter:
             os.replace(self.out, self.old)
         os.replace(self.partial, self.out)
         self.committed = True
-        _fsync_dir(self.out.parent)
+        fsync_dir(self.out.parent)
         shutil.rmtree(self.old, ignore_errors=True)
         return meta
