@@ -3,6 +3,7 @@
     python bench/bench_views.py [--batch 64] [--size 224] [--repeats 5]
     python bench/bench_views.py --growth [--batches 16 64 256] [--sizes 64 112 224] [--repeats 3]
     python bench/bench_views.py --keep-host-memory ...   # under the trainer's default malloc setting
+    python bench/bench_views.py --fresh 16 ...           # a different copy of the batch each call
 
 Both paths run in the same process on the same batch, pinned to one thread, so the ratio is
 what matters (these machines are noisy). The copy floor is the time to fill a fresh output of
@@ -12,12 +13,16 @@ sketch, deformation 2). With --growth it prints how the cost grows instead: one 
 batch sizes (at --size px) and one over raster sizes (at --batch sketches; strokes do not
 depend on the raster size, so that table has raster rows only). With --keep-host-memory both
 paths run under ``train.keep_host_memory``'s setting (utils/host_memory.py), as they do in
-training: freed blocks are reused instead of faulted in afresh on every call.
+training: freed blocks are reused instead of faulted in afresh on every call. By default every
+call gets the same batch, which then stays in the CPU's caches (a 64 x 224^2 float32 batch is
+12.8 MB); training hands over a new batch each step, read from memory. ``--fresh N`` gives
+each call the next of N copies of the batch (both paths), so that the input comes in cold.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import platform
 import sys
 import time
@@ -63,24 +68,30 @@ def make_batch(modality: str, batch: int, size: int) -> tuple[torch.Tensor, torc
 
 
 def measure(task: str, params: dict, modality: str, x: torch.Tensor, y: torch.Tensor,
-            repeats: int) -> tuple[int, float, float]:
-    """(views per batch, reference seconds, batched seconds), best of `repeats`."""
+            repeats: int, fresh: int = 1) -> tuple[int, float, float]:
+    """(views per batch, reference seconds, batched seconds), best of `repeats`; with
+    fresh > 1 each call takes the next of `fresh` copies of x (cold in the caches)."""
     algorithm = build_algorithm(task, modality, **params)
     n_views = len(algorithm.views(x, y)[1])
-    t_ref = best_time(lambda: reference_views(algorithm, x, y), repeats)
-    t_fast = best_time(lambda: algorithm.views(x, y), repeats)
+    copies = [x] + [x.clone() for _ in range(fresh - 1)]
+    ref_inputs, fast_inputs = itertools.cycle(copies), itertools.cycle(copies)
+    t_ref = best_time(lambda: reference_views(algorithm, next(ref_inputs), y), repeats)
+    t_fast = best_time(lambda: algorithm.views(next(fast_inputs), y), repeats)
     return n_views, t_ref, t_fast
 
 
-def copy_floor(x: torch.Tensor, n_views: int, repeats: int) -> float:
+def copy_floor(x: torch.Tensor, n_views: int, repeats: int, fresh: int = 1) -> float:
     """Seconds to fill a fresh views-sized output with plain copies of x: the memory traffic
-    every implementation pays (read the batch, write the views), a floor for the batched path."""
+    every implementation pays (read the batch, write the views), a floor for the batched path.
+    With fresh > 1, from the next of `fresh` copies of x each call, as ``measure`` does."""
     copies = n_views // x.shape[0]
+    inputs = itertools.cycle([x] + [x.clone() for _ in range(fresh - 1)])
 
     def fill() -> None:
-        out = new_views_like(x, n_views)
+        source = next(inputs)
+        out = new_views_like(source, n_views)
         for k in range(copies):
-            out[k * x.shape[0] : (k + 1) * x.shape[0]].copy_(x)
+            out[k * source.shape[0] : (k + 1) * source.shape[0]].copy_(source)
 
     return best_time(fill, repeats)
 
@@ -89,7 +100,7 @@ def row(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=224)
@@ -98,10 +109,15 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 112, 224])
     p.add_argument("--keep-host-memory", action="store_true", help="reuse freed host memory, as training does")
-    args = p.parse_args()
+    p.add_argument("--fresh", type=int, default=1, metavar="N",
+                   help="cycle through N copies of each batch, so inputs come in cold as in training")
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     kept = args.keep_host_memory and keep_freed_memory()
+    if args.fresh < 1:
+        p.error(f"--fresh must be >= 1, got {args.fresh}")
     memory = "freed host memory kept (train.keep_host_memory)" if kept else "glibc's default malloc"
+    memory += f", inputs cycled over {args.fresh} copies of the batch" if args.fresh > 1 else ", one batch reused"
     machine = f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, {memory}"
 
     if not args.growth:
@@ -113,8 +129,8 @@ def main() -> None:
         print(row(*["---"] * 8))
         for task, params in TASKS:
             for modality in ("raster", "stroke"):
-                n_views, t_ref, t_fast = measure(task, params, modality, *batches[modality], args.repeats)
-                t_floor = copy_floor(batches[modality][0], n_views, args.repeats)
+                n_views, t_ref, t_fast = measure(task, params, modality, *batches[modality], args.repeats, args.fresh)
+                t_floor = copy_floor(batches[modality][0], n_views, args.repeats, args.fresh)
                 print(row(task, modality, n_views, f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}",
                           f"{t_ref / t_fast:.1f}x", f"{n_views / t_floor:,.0f}", f"{t_floor / t_fast:.0%}"))
         return
@@ -130,7 +146,7 @@ def main() -> None:
         for modality in ("raster", "stroke"):
             for b in args.batches:
                 x, y = (t[:b] for t in largest[modality])
-                n_views, t_ref, t_fast = measure(task, params, modality, x, y, args.repeats)
+                n_views, t_ref, t_fast = measure(task, params, modality, x, y, args.repeats, args.fresh)
                 print(row(task, modality, b, args.size if modality == "raster" else "-",
                           f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}", f"{1000 * t_fast:.2f}",
                           f"{t_ref / t_fast:.1f}x"))
@@ -140,7 +156,7 @@ def main() -> None:
     rasters = {s: make_batch("raster", args.batch, s) for s in args.sizes}
     for task, params in TASKS:
         for s in args.sizes:
-            n_views, t_ref, t_fast = measure(task, params, "raster", *rasters[s], args.repeats)
+            n_views, t_ref, t_fast = measure(task, params, "raster", *rasters[s], args.repeats, args.fresh)
             print(row(task, "raster", args.batch, s, f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}",
                       f"{1000 * t_fast:.2f}", f"{t_ref / t_fast:.1f}x"))
 
