@@ -253,10 +253,21 @@ def _raster_plan(height: int, width: int, module: DeformationModule, device: tor
     return _RasterPlan(height, width, rows, columns, device)
 
 
-#: Elements per chunk of the gather path (16 MB of float32, a batch of 64 rasters at 224
-#: px): the plan costs ~40 torch calls per chunk, so smaller chunks, which would keep the
-#: scratch in cache, measured slower (1.2x at 4 MB, 2.8x at 0.5 MB).
+#: Elements per chunk of the gather path on the CPU (16 MB of float32, a batch of 64
+#: rasters at 224 px): the plan costs ~40 torch calls per chunk, so smaller chunks, which
+#: would keep the scratch in cache, measured slower (1.2x at 4 MB, 2.8x at 0.5 MB).
 RASTER_CHUNK_ELEMENTS: int = 1 << 22
+
+#: The same on other devices (a GPU): no cache to stay in, and each of the ~40 calls a
+#: chunk is a kernel launch, so a training batch goes in one chunk (2^26 elements: 1,337
+#: rasters at 224 px, 256 MB of float32; the plan's scratch and gathered column sources
+#: take at most 1.6x the chunk's size, 0.9x for "released").
+RASTER_CHUNK_ELEMENTS_ACCELERATOR: int = 1 << 26
+
+
+def raster_chunk_elements(device: torch.device) -> int:
+    """Elements per chunk of ``deform_raster``'s gather path on device."""
+    return RASTER_CHUNK_ELEMENTS if device.type == "cpu" else RASTER_CHUNK_ELEMENTS_ACCELERATOR
 
 
 def deform_raster(x: Tensor, module: DeformationModule, out: Tensor | None = None) -> Tensor:
@@ -264,7 +275,7 @@ def deform_raster(x: Tensor, module: DeformationModule, out: Tensor | None = Non
 
     Warps that do not fold (monotone destination maps, every module in
     ``DEFORMATION_MODULES``) take a gather path (``_RasterPlan``: runs of source rows and
-    columns max-merged, then one flat gather per chunk of ``RASTER_CHUNK_ELEMENTS``).
+    columns max-merged, then one flat gather per chunk of ``raster_chunk_elements``).
     Folding warps (``allow_folding=True``) and inputs that need a gradient take the
     ``scatter_reduce(amax)`` path. Both give the same bits as ``deform_raster_reference``.
 
@@ -292,7 +303,7 @@ def deform_raster(x: Tensor, module: DeformationModule, out: Tensor | None = Non
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     flat_x, flat_out = x.reshape(-1, height, width), out.view(-1, height, width)
-    chunk = max(1, RASTER_CHUNK_ELEMENTS // (height * width))
+    chunk = max(1, raster_chunk_elements(x.device) // (height * width))
     scratch = x.new_empty(min(chunk, flat_x.shape[0]) * plan.width_s)
     for i in range(0, flat_x.shape[0], chunk):
         plan.apply(flat_x[i : i + chunk], flat_out[i : i + chunk], scratch)

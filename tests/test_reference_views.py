@@ -317,3 +317,18 @@ def test_views_on_real_sketches_equal_the_per_sample_reference(name, params):
         else:  # the reference's warp uses NumPy's sin and cos, the batched one torch's
             torch.testing.assert_close(fast, ref, rtol=0, atol=1e-6)
         assert not torch.equal(fast[len(x):2 * len(x)], fast[: len(x)])
+
+
+def test_chunk_size_per_device(monkeypatch):
+    # CPU: chunks sized for the cache; elsewhere a training batch (256 at 224 px) in one chunk
+    assert deformation_module.raster_chunk_elements(torch.device("cpu")) == deformation_module.RASTER_CHUNK_ELEMENTS
+    for device in ("cuda", "mps"):
+        elements = deformation_module.raster_chunk_elements(torch.device(device))
+        assert elements == deformation_module.RASTER_CHUNK_ELEMENTS_ACCELERATOR and elements // (224 * 224) >= 256
+    # the CPU chunk is what deform_raster uses there: count the plan's calls
+    calls = []
+    plan = deformation_module._raster_plan(40, 40, DEFORMATION_MODULES["released"], torch.device("cpu"))
+    monkeypatch.setattr(type(plan), "apply", lambda self, x, out, scratch: calls.append(len(x)))
+    monkeypatch.setattr(deformation_module, "RASTER_CHUNK_ELEMENTS", 3 * 40 * 40)
+    deform_raster(torch.zeros(7, 1, 40, 40), DEFORMATION_MODULES["released"])
+    assert calls == [3, 3, 1]
