@@ -67,30 +67,35 @@ def make_batch(modality: str, batch: int, size: int) -> tuple[torch.Tensor, torc
     return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
 
 
-def measure(task: str, params: dict, modality: str, x: torch.Tensor, y: torch.Tensor,
-            repeats: int, fresh: int = 1) -> tuple[int, float, float]:
-    """(views per batch, reference seconds, batched seconds), best of `repeats`; with
-    fresh > 1 each call takes the next of `fresh` copies of x (cold in the caches)."""
+def copies_of(x: torch.Tensor, fresh: int) -> list[torch.Tensor]:
+    """x and fresh - 1 clones of it: the inputs ``measure`` and ``copy_floor`` cycle over."""
+    return [x] + [x.clone() for _ in range(fresh - 1)]
+
+
+def measure(task: str, params: dict, modality: str, copies: list[torch.Tensor], y: torch.Tensor,
+            repeats: int) -> tuple[int, float, float]:
+    """(views per batch, reference seconds, batched seconds), best of `repeats`; each call
+    takes the next of the copies of the batch (one copy: the same batch, warm in the caches;
+    several: cold)."""
     algorithm = build_algorithm(task, modality, **params)
-    n_views = len(algorithm.views(x, y)[1])
-    copies = [x] + [x.clone() for _ in range(fresh - 1)]
+    n_views = len(algorithm.views(copies[0], y)[1])
     ref_inputs, fast_inputs = itertools.cycle(copies), itertools.cycle(copies)
     t_ref = best_time(lambda: reference_views(algorithm, next(ref_inputs), y), repeats)
     t_fast = best_time(lambda: algorithm.views(next(fast_inputs), y), repeats)
     return n_views, t_ref, t_fast
 
 
-def copy_floor(x: torch.Tensor, n_views: int, repeats: int, fresh: int = 1) -> float:
-    """Seconds to fill a fresh views-sized output with plain copies of x: the memory traffic
-    every implementation pays (read the batch, write the views), a floor for the batched path.
-    With fresh > 1, from the next of `fresh` copies of x each call, as ``measure`` does."""
-    copies = n_views // x.shape[0]
-    inputs = itertools.cycle([x] + [x.clone() for _ in range(fresh - 1)])
+def copy_floor(copies: list[torch.Tensor], n_views: int, repeats: int) -> float:
+    """Seconds to fill a fresh views-sized output with plain copies of the batch: the memory
+    traffic every implementation pays (read the batch, write the views), a floor for the
+    batched path. Each call reads the next of the copies, as in ``measure``."""
+    per_batch = n_views // copies[0].shape[0]
+    inputs = itertools.cycle(copies)
 
     def fill() -> None:
         source = next(inputs)
         out = new_views_like(source, n_views)
-        for k in range(copies):
+        for k in range(per_batch):
             out[k * source.shape[0] : (k + 1) * source.shape[0]].copy_(source)
 
     return best_time(fill, repeats)
@@ -112,10 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", type=int, default=1, metavar="N",
                    help="cycle through N copies of each batch, so inputs come in cold as in training")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    kept = args.keep_host_memory and keep_freed_memory()
     if args.fresh < 1:
         p.error(f"--fresh must be >= 1, got {args.fresh}")
+    torch.set_num_threads(1)
+    kept = args.keep_host_memory and keep_freed_memory()
     memory = "freed host memory kept (train.keep_host_memory)" if kept else "glibc's default malloc"
     memory += f", inputs cycled over {args.fresh} copies of the batch" if args.fresh > 1 else ", one batch reused"
     machine = f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, {memory}"
@@ -129,8 +134,9 @@ def main(argv: list[str] | None = None) -> None:
         print(row(*["---"] * 8))
         for task, params in TASKS:
             for modality in ("raster", "stroke"):
-                n_views, t_ref, t_fast = measure(task, params, modality, *batches[modality], args.repeats, args.fresh)
-                t_floor = copy_floor(batches[modality][0], n_views, args.repeats, args.fresh)
+                copies = copies_of(batches[modality][0], args.fresh)
+                n_views, t_ref, t_fast = measure(task, params, modality, copies, batches[modality][1], args.repeats)
+                t_floor = copy_floor(copies, n_views, args.repeats)
                 print(row(task, modality, n_views, f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}",
                           f"{t_ref / t_fast:.1f}x", f"{n_views / t_floor:,.0f}", f"{t_floor / t_fast:.0%}"))
         return
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         for modality in ("raster", "stroke"):
             for b in args.batches:
                 x, y = (t[:b] for t in largest[modality])
-                n_views, t_ref, t_fast = measure(task, params, modality, x, y, args.repeats, args.fresh)
+                n_views, t_ref, t_fast = measure(task, params, modality, copies_of(x, args.fresh), y, args.repeats)
                 print(row(task, modality, b, args.size if modality == "raster" else "-",
                           f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}", f"{1000 * t_fast:.2f}",
                           f"{t_ref / t_fast:.1f}x"))
@@ -156,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     rasters = {s: make_batch("raster", args.batch, s) for s in args.sizes}
     for task, params in TASKS:
         for s in args.sizes:
-            n_views, t_ref, t_fast = measure(task, params, "raster", *rasters[s], args.repeats, args.fresh)
+            x, y = rasters[s]
+            n_views, t_ref, t_fast = measure(task, params, "raster", copies_of(x, args.fresh), y, args.repeats)
             print(row(task, "raster", args.batch, s, f"{n_views / t_ref:,.0f}", f"{n_views / t_fast:,.0f}",
                       f"{1000 * t_fast:.2f}", f"{t_ref / t_fast:.1f}x"))
 

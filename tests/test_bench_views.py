@@ -70,7 +70,7 @@ def test_fresh_cycles_over_copies(monkeypatch, fresh):
     monkeypatch.setattr(bench, "build_algorithm", lambda *a, **k: Recording(real_build(*a, **k)))
     x, y = bench.make_batch("stroke", 4, 16)
     original = x.clone()
-    bench.measure("rotation", {}, "stroke", x, y, repeats=4, fresh=fresh)
+    bench.measure("rotation", {}, "stroke", bench.copies_of(x, fresh), y, repeats=4)
     assert len(seen["reference"]) == fresh and len(seen["batched"]) == fresh
     assert x.data_ptr() in seen["batched"] and torch.equal(x, original)
 
