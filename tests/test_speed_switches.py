@@ -1,6 +1,8 @@
 """Speed switches change no number: the batched pretext views and the per-sample reference
 give the same loss curve from the same seed; the CUDA-only switches are no-ops on the CPU."""
 
+import math
+
 import pytest
 
 from config import ConfigError, load_config
@@ -73,24 +75,41 @@ def test_persistent_workers_keep_one_loader_and_give_the_same_loss_curve(tmp_pat
 
 
 def test_cpu_bf16_runs_bfloat16_on_channels_last_and_stays_near_float32(tmp_path, monkeypatch, capsys):
+    """What holds on every CPU: bf16 rounding moves the logits and the loss of a step only a
+    little (compared with float32 from the same weights on the same batch). Whole training curves
+    are not compared: a few steps amplify rounding differently on each CPU's kernels (a
+    loss 27% apart after two epochs was seen on an AMD EPYC, 2% on an Intel Xeon). The gaps
+    quoted below were measured on an AMD EPYC with AVX512-BF16 and with oneDNN capped at AVX2
+    (ONEDNN_MAX_CPU_ISA=AVX2, bfloat16 emulated)."""
+    import copy
+
     import torch
 
     from engine import trainer as trainer_module
 
-    extra = {"data.image_size": 64}
-    plain = run(tmp_path, "cnn_rotation", "plain", **extra)
     monkeypatch.setattr(trainer_module, "cpu_has_bf16", lambda: False)  # the warning path, on any CPU
-    cfg = load_config("cnn_rotation", {**TINY, **extra, "train.out": str(tmp_path / "bf16"), "train.cpu_bf16": True})
+    cfg = load_config("cnn_rotation", {**TINY, "data.image_size": 64, "train.out": str(tmp_path / "bf16"),
+                                       "train.cpu_bf16": True})
     trainer = Trainer(cfg, progress=False)
     assert "train.cpu_bf16 on a CPU without AMX or AVX512-BF16" in capsys.readouterr().err
     conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert trainer._channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x = torch.rand(2, 1, 64, 64)
+    float32 = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
+    x = torch.stack([trainer.train_set[i][0] for i in range(4)])
+    inputs, targets = trainer._inputs(x, torch.zeros(4, dtype=torch.long))
     with trainer._autocast():
-        assert trainer.net(x).dtype == torch.bfloat16  # autocast is on for the CPU
-    low = trainer.fit()
-    for a, b in zip(plain, low):  # bf16 keeps 8 bits of mantissa: the same curve, loosely
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.05)
+        logits = trainer.net(inputs)
+    assert logits.dtype == torch.bfloat16  # autocast is on for the CPU
+    reference = float32(inputs.contiguous())
+    gap = (logits.float() - reference).norm() / reference.norm()
+    assert gap < 0.15, gap  # bf16 keeps 8 bits of mantissa: 2.8-3.0% measured, with and without bf16 kernels
+    low = trainer.algorithm.loss(logits.float(), targets)
+    high = trainer.algorithm.loss(reference, targets)
+    assert float(low) == pytest.approx(float(high), rel=0.05)  # measured: 0.004-0.3% apart
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    history = trainer.fit()
+    assert len(history) == 2 and all(math.isfinite(r["train_loss"]) for r in history)
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     # strokes: autocast without channels_last; off by default
     tcn = Trainer(load_config("tcn_rotation", {**TINY, "train.out": str(tmp_path / "tcn"), "train.cpu_bf16": True}),
                   progress=False)
