@@ -1,4 +1,5 @@
-"""Command lines of the entry points. Errors a user can fix are one line on stderr, exit 2;
+"""Command lines of the entry points. Errors a user can fix are one line on stderr, exit 2
+(an output that cannot be written, e.g. on a full disk, among them: the line names the file);
 a run stopped by SIGTERM / SIGINT after saving its checkpoint exits 143 / 130."""
 
 from __future__ import annotations
@@ -10,14 +11,18 @@ import sys
 from typing import Callable, Sequence
 
 from config import ConfigError, ExperimentConfig, available_experiments, load_config
+from utils.atomic import WRITE_ERRNOS, WriteError
 from utils.checkpoint import CheckpointError
 from utils.device import DeviceError
+from utils.run_lock import FolderBusy
 from utils.signals import TrainingStopped
 
 USER_ERRORS = (
     ConfigError,
     CheckpointError,
     DeviceError,
+    FolderBusy,
+    WriteError,
     FloatingPointError,
     FileNotFoundError,
     PermissionError,
@@ -115,6 +120,13 @@ def run_cli(fn: Callable[[], int | None]) -> int:
         return stop.exit_code
     except USER_ERRORS as err:
         print(f"{prefix}error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        # Written outside utils.atomic (a library's own file): name it if the error does.
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"{prefix}error: {where}{err.strerror or err}; files written before are intact", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prefix}interrupted", file=sys.stderr)

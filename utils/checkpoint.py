@@ -23,6 +23,7 @@ from utils.atomic import atomic_write, remove_stale_temporaries, temporaries
 
 __all__ = [
     "CheckpointError",
+    "checkpoint_progress",
     "CheckpointWriteError",
     "load_checkpoint",
     "remove_stale_temporaries",
@@ -78,7 +79,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     payload[CHECKSUM_KEY] = tensor_digest(payload)
     try:
         atomic_write(path, lambda fh: torch.save(payload, fh))
-    except OSError as err:
+    except OSError as err:  # WriteError included: torch's wrapped RuntimeError is seen through
         reason = err.strerror or str(err) or type(err).__name__
         raise CheckpointWriteError(
             f"{path}: could not write checkpoint ({reason}); the previous {path.name}, if any, is unchanged"
@@ -108,3 +109,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     if expected is not None and tensor_digest(state) != expected:
         raise CheckpointError(f"{path}: corrupt checkpoint (tensor data does not match its checksum)")
     return state
+
+
+def checkpoint_progress(path: str | os.PathLike) -> tuple[int, int]:
+    """``(epoch, step)`` a training checkpoint was saved at (epochs completed, steps of the
+    next epoch done), read without loading its tensors (the file is memory-mapped), so two
+    checkpoints can be ordered cheaply. Raises :class:`CheckpointError` for a damaged file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        return int(state["epoch"]), int(state.get("step", 0) or 0)
+    except Exception as err:  # noqa: BLE001 - any failure means the same: unusable
+        text = str(err).strip().splitlines()
+        raise CheckpointError(
+            f"{path}: unreadable or truncated checkpoint ({type(err).__name__}: {text[0][:200] if text else ''})"
+        ) from None
