@@ -17,6 +17,15 @@ Trustworthy runs:
   :class:`utils.signals.TrainingStopped` (exit 143 / 130 from the command line).
 - A non-finite loss stops with the epoch and step; no checkpoint is written after it, so
   ``last.pt`` stays the last good one.
+- ``best.pt`` is always the checkpoint of the best epoch that ``last.pt`` records
+  (``best_epoch``): when an epoch improves, ``best.pt`` is written *before* ``last.pt``, so a
+  kill between the two leaves ``best.pt`` one epoch ahead, never behind; ``--resume`` then
+  continues from ``best.pt`` and completes the interrupted save of ``last.pt``.
+- One run per folder: a run holds ``<out>/.lock`` (:mod:`utils.run_lock`), so a second run
+  on the same folder is refused, and the temporaries a killed run left are removed safely
+  before anything else happens.
+- A write that fails (a full disk) ends the run with one line naming the file
+  (:class:`utils.atomic.WriteError`); everything written before stays readable.
 - Under torchrun (``engine.distributed``) the model is wrapped in DistributedDataParallel;
   each of the W processes loads ``batch_size / W`` sketches per step, so the global batch is
   the config's; only rank 0 writes files or prints.
@@ -40,18 +49,29 @@ from algorithms.losses import accuracy
 from algorithms.reference import reference_views
 from config import ConfigError, ExperimentConfig
 from engine import build, distributed
-from utils.atomic import atomic_write_text
-from utils.checkpoint import CheckpointError, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from data.store import StoreError, read_meta
+from utils.atomic import atomic_write, atomic_write_text
+from utils.checkpoint import (
+    CheckpointError,
+    checkpoint_progress,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from utils.host_memory import keep_freed_memory
 from utils.logger import RunLogger
 from utils.meters import AverageMeter
 from utils.rng import rng_state, seed_everything, set_rng_state
+from utils.run_lock import RunLock
 from utils.sampler import EpochSampler, SamplerSlot, epoch_generator
 from utils.schedule import lr_at
 from utils.signals import StopSignals, TrainingStopped
 
-# 2: adds "step" (steps done in the epoch after "epoch"), "meters" and "world_size".
+# 2: adds "step" (steps done in the epoch after "epoch"), "meters" and "world_size";
+#    "best_epoch" (the epoch best.pt holds; absent in older files) needs no version bump.
 CHECKPOINT_VERSION = 2
+#: Files of a run folder whose leftover temporaries a starting run removes.
+RUN_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl")
 # Settings a resumed run must share with its checkpoint (other architecture, other task).
 RESUME_MUST_MATCH = (
     ("model", "name"),
@@ -88,6 +108,10 @@ def check_data_path(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"data path {path} is not a folder (expected a prepared Quick, Draw! store)")
     if not os.access(path, os.R_OK | os.X_OK):
         raise ConfigError(f"data path {path} is not readable (permission denied)")
+    try:
+        read_meta(path)
+    except StoreError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _meters(totals: dict | None = None) -> tuple[AverageMeter, AverageMeter]:
@@ -118,16 +142,34 @@ class Trainer:
                 f"train.batch_size {cfg.train.batch_size} is the global batch and must be divisible "
                 f"by the {self.dist.world_size} torchrun processes"
             )
+        # The data first: a wrong --data must not hide behind "last.pt already exists".
         check_data_path(cfg)
-        last = self.out_dir / "last.pt"
-        if resume and not last.exists():
-            raise CheckpointError(f"{last}: --resume was given but there is no checkpoint to resume from")
-        if not resume and last.exists():
-            # Starting over would overwrite last.pt and best.pt of that run after one epoch.
-            raise ConfigError(
-                f"{self.out_dir / 'last.pt'} already exists: add --resume to continue that run, "
-                f"or remove {self.out_dir} (or choose another --out) to start over"
-            )
+        self._lock = RunLock(self.out_dir)
+        if self.is_main and self.out_dir.is_dir():
+            # Nobody else writes here once we hold the lock, so a killed run's temporaries
+            # can go now, before a refusal below could leave them behind.
+            self._lock.acquire()
+            for name in RUN_FILES:
+                remove_stale_temporaries(self.out_dir / name)
+        try:
+            self._build(resume)
+        except BaseException:
+            self._lock.release()  # a refused run leaves the folder to the next one at once
+            raise
+
+    def _build(self, resume: bool) -> None:
+        """Everything after the folder checks: checkpoints, model, data, optimiser, switches."""
+        cfg = self.cfg
+        self._complete_save: Path | None = None  # best.pt to copy to last.pt (an interrupted save)
+        resume_from = self._resume_source() if resume else None
+        if not resume:
+            existing = [n for n in ("last.pt", "best.pt") if (self.out_dir / n).exists()]
+            if existing:
+                # Starting over would overwrite that run's checkpoints after one epoch.
+                raise ConfigError(
+                    f"{self.out_dir / existing[0]} already exists: add --resume to continue that run, "
+                    f"or remove {self.out_dir} (or choose another --out) to start over"
+                )
         seed_everything(cfg.train.seed)
         # Before the model and the loaders' workers exist, so both live under the setting.
         self.host_memory_kept = cfg.train.keep_host_memory and keep_freed_memory()
@@ -151,9 +193,10 @@ class Trainer:
         self._start_meters: dict | None = None
         self.resumed = False
         self.best_acc = -math.inf
+        self.best_epoch: int | None = None
         self.history: list[dict] = []
-        if resume:
-            self._resume()
+        if resume_from is not None:
+            self._resume(resume_from)
 
         t = cfg.train
         on_cuda = self.device.type == "cuda"
@@ -197,6 +240,7 @@ class Trainer:
             "step": step,
             "meters": meters,
             "best_acc": self.best_acc,
+            "best_epoch": self.best_epoch,
             "history": self.history,
             "rng": rng_state(),
             "config": self.cfg.to_dict(),
@@ -205,8 +249,21 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
-    def _resume(self) -> None:
-        path = self.out_dir / "last.pt"
+    def _resume_source(self) -> Path:
+        """The checkpoint ``--resume`` continues from: ``last.pt``, unless ``best.pt`` is
+        further along (a run killed after writing ``best.pt`` and before ``last.pt``: see
+        :meth:`_save`), in which case ``best.pt`` holds the newest state."""
+        last, best = self.out_dir / "last.pt", self.out_dir / "best.pt"
+        if not last.exists() and not best.exists():
+            raise CheckpointError(f"{last}: --resume was given but there is no checkpoint to resume from")
+        if not best.exists():
+            return last
+        if not last.exists() or checkpoint_progress(best) > checkpoint_progress(last):
+            self._complete_save = best
+            return best
+        return last
+
+    def _resume(self, path: Path) -> None:
         # CPU first: RNG states must stay CPU tensors; load_state_dict moves weights over.
         state = load_checkpoint(path, map_location="cpu")
         missing = [k for k in TRAINING_KEYS if k not in state]
@@ -245,16 +302,25 @@ class Trainer:
         self._start_meters = state.get("meters") if self.is_main else None
         self.best_acc = float(state["best_acc"])
         self.history = list(state.get("history", []))
+        self.best_epoch = state.get("best_epoch")
+        if self.best_epoch is None and self.history:  # a checkpoint from before best_epoch was kept
+            self.best_epoch = max(self.history, key=lambda r: r["val_acc"])["epoch"]
+        if path.name == "best.pt" and self.is_main:
+            print(f"[{self.cfg.name}] {path} is newer than last.pt (a run stopped while saving): "
+                  f"resuming from it", file=sys.stderr)
         # Every process draws the same random numbers (same seed, same calls), so rank 0's
         # state is every rank's state.
         set_rng_state(state["rng"])
         self.resumed = True
 
     def _save(self, state: dict, best: bool = False) -> None:
+        """Write ``last.pt`` and, when the epoch improved, ``best.pt`` first: killed between
+        the two, the pair is best.pt one epoch ahead of last.pt, which ``--resume`` detects
+        and completes (never best.pt one improvement behind what last.pt records)."""
         if self.is_main:
-            save_checkpoint(state, self.out_dir / "last.pt")
             if best:
                 save_checkpoint(state, self.out_dir / "best.pt")
+            save_checkpoint(state, self.out_dir / "last.pt")
 
     # ------------------------------------------------------------------ data
     def _train_loader(self, epoch: int, start_step: int) -> tuple[torch.utils.data.DataLoader, int]:
@@ -437,8 +503,15 @@ class Trainer:
         if not self.is_main:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("last.pt", "best.pt", "config.json", "metrics.jsonl"):
-            remove_stale_temporaries(self.out_dir / name)
+        if not self._lock.held:
+            self._lock.acquire()
+            for name in RUN_FILES:
+                remove_stale_temporaries(self.out_dir / name)
+        if self._complete_save is not None:
+            # Finish the save that was interrupted: last.pt becomes the state resumed from.
+            source = self._complete_save
+            atomic_write(self.out_dir / "last.pt", lambda fh: fh.write(source.read_bytes()))
+            self._complete_save = None
         atomic_write_text(self.out_dir / "config.json", json.dumps(self.cfg.to_dict(), indent=2) + "\n")
         if self.resumed:
             # metrics.jsonl says what the checkpoint says: a run killed between a save and
@@ -446,6 +519,13 @@ class Trainer:
             atomic_write_text(self.out_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     def fit(self) -> list[dict]:
+        """Run the remaining epochs; the folder's lock is released however this ends."""
+        try:
+            return self._fit()
+        finally:
+            self._lock.release()
+
+    def _fit(self) -> list[dict]:
         cfg = self.cfg
         self._prepare_out_dir()
         if self.start_epoch > cfg.train.epochs:
@@ -494,11 +574,12 @@ class Trainer:
         improved = val["acc"] > self.best_acc
         if improved:
             self.best_acc = val["acc"]
+            self.best_epoch = epoch
         # Checkpoint first, log second: a resumed run rewrites metrics.jsonl from the history.
         self._save(self._state(epoch), best=improved)
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
             logger.scalar(key.replace("_", "/", 1), record[key], epoch)
-        logger.epoch(record)
+        logger.history(self.history)
         if self.is_main:
             print(
                 f"[{cfg.name}] epoch {epoch}/{cfg.train.epochs}  lr {train['lr']:g}  "

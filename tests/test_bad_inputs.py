@@ -7,6 +7,7 @@ tests/test_evaluation.py.)
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from config import load_config
 from engine import build
 from engine.cli import train_main
-from utils.checkpoint import save_checkpoint
+from utils.checkpoint import load_checkpoint, save_checkpoint
 
 NAME = "tcn_rotation"
 TINY = {
@@ -188,8 +189,9 @@ def test_disk_full_during_a_save(out, capsys, monkeypatch):
     run = out / NAME
     keep = {name: (run / name).read_bytes() for name in ("last.pt", "best.pt", "metrics.jsonl")}
     err = fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"),
-                     "last.pt: could not write checkpoint (No space left on device); the previous last.pt")
-    assert str(run / "last.pt") in err
+                     ".pt: could not write checkpoint (No space left on device); the previous ")
+    # the first file of the save: best.pt when epoch 2 improved (it goes first), else last.pt
+    assert str(run / "best.pt") in err or str(run / "last.pt") in err
     for name, data in keep.items():
         assert (run / name).read_bytes() == data, name  # epoch 2 was neither saved nor logged
     assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]
@@ -221,3 +223,86 @@ def test_raster_too_small_for_the_model_is_refused_before_anything_runs(tmp_path
     # 63 px builds (the ResNet has no such minimum).
     assert build.build_model(load_config("cnn_rotation", {"data.image_size": 63}), 4) is not None
     assert build.build_model(load_config("cnn_rotation_resnet", {"data.image_size": 8}), 4) is not None
+
+
+def test_refused_resume_still_removes_a_killed_saves_temporaries(out, capsys):
+    # A run killed in the middle of a save leaves a temporary; a --resume refused for another
+    # reason (here: the wrong model) must not leave it behind for good.
+    run = out / NAME
+    other = out / "tcn_rotation_dilated"
+    other.mkdir()
+    shutil.copy(run / "last.pt", other / "last.pt")
+    stale = other / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"x" * 4096)
+    fails_with(capsys, "tcn", tiny_args(out, "tcn_rotation_dilated", "--resume"),
+               "was trained with model.name 'tcn'")
+    assert not stale.exists() and (other / "last.pt").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(out, capsys):
+    import subprocess
+    import sys
+    import time
+
+    run = out / NAME
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]); from utils.run_lock import RunLock; "
+         "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
+         str(run), str(Path(__file__).resolve().parents[1])],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(out)
+        err = fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"),
+                         "another run is using this folder")
+        assert f"(process {holder.pid})" in err
+        assert snapshot(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.05)
+    assert train_main("tcn", tiny_args(out, NAME, "--resume", "--epochs", "2")) == 0  # a killed holder blocks nobody
+    assert not (run / ".lock").exists()  # a run that ended removes its lock file
+
+
+def test_wrong_data_is_named_before_an_existing_checkpoint(out, tmp_path, capsys):
+    # Without --resume the folder's last.pt would be refused too; the wrong --data comes first.
+    folder = tmp_path / "not_a_store"
+    folder.mkdir()
+    fails_with(capsys, "tcn", tiny_args(out, NAME, "--data", str(folder)), "is not a prepared sketch store")
+
+
+@pytest.mark.parametrize("target", ["metrics.jsonl", "tensorboard"])
+def test_disk_full_while_logging(out, capsys, monkeypatch, target):
+    from tensorboardX.event_file_writer import EventsWriter
+
+    from utils import atomic
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if target == "tensorboard":
+        monkeypatch.setattr(EventsWriter, "flush", no_space)
+        expected = "tensorboard/events.out.tfevents."
+    else:
+        real, writes = atomic.atomic_write, []
+
+        def atomic_write(path, write):
+            if Path(path).name == "metrics.jsonl":
+                writes.append(path)
+                if len(writes) == 2:  # the first rewrites the resumed history; the second is epoch 2's
+                    return real(path, lambda fh: (fh.write(b"{}"), no_space()))
+            return real(path, write)
+
+        monkeypatch.setattr(atomic, "atomic_write", atomic_write)
+        expected = "metrics.jsonl: could not write (No space left on device)"
+    run = out / NAME
+    metrics = (run / "metrics.jsonl").read_bytes()
+    err = fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"), expected)
+    assert str(run) in err and ("intact" in err or "unchanged" in err)
+    saved = load_checkpoint(run / "last.pt")
+    assert saved["epoch"] == 2  # the checkpoint went first and is whole
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]  # never half a line
+    assert lines == saved["history"][: len(lines)]  # what the log holds, the checkpoint records
+    if target == "metrics.jsonl":
+        assert (run / "metrics.jsonl").read_bytes() == metrics  # the failed rewrite changed nothing

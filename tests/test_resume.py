@@ -170,7 +170,7 @@ def test_signal_while_saving_stops_after_that_epoch(tmp_path, monkeypatch, capsy
     assert train_main(branch(name), args_for(name, tmp_path, 3)) == 143
     assert "stopped at epoch 1 step 4; resume with --resume" in capsys.readouterr().err
     # The save that was under way completed (best.pt too); no extra save was needed.
-    assert calls == ["last.pt", "best.pt"]
+    assert calls == ["best.pt", "last.pt"]  # best first: see Trainer._save
     saved = load_checkpoint(run_dir(tmp_path, name) / "last.pt")
     assert (saved["epoch"], saved["step"]) == (1, 0)
     monkeypatch.undo()
