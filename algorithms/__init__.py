@@ -1,19 +1,27 @@
-"""Pretext tasks (rotation, deformation) and the supervised baseline.
+"""Pretext tasks (rotation, deformation), generic self-supervised methods (SimCLR, BYOL,
+autoencoder) and the supervised baseline.
 
-A leaf package: it works on tensors only and imports no other project package. The
-trainer builds an algorithm by name::
+A leaf package: it works on tensors and ``torch.nn`` modules only and imports no other
+project package. The trainer builds an algorithm by name and drives it through one
+interface (``algorithms.base``)::
 
-    algorithm = build_algorithm("deformation", "raster", module="released")
-    head_width = algorithm.num_outputs(num_classes)
-    inputs, targets = algorithm.views(x, y)
-    loss = algorithm.loss(model(inputs), targets)
+    algorithm = build_algorithm("simclr", "raster", temperature=0.5)
+    encoder = ...                                   # a model, model(x, out_feat_keys)
+    nets = algorithm.build_networks(encoder, "fc_block", sample)   # encoder + heads (+ target)
+    views = algorithm.prepare(x, y, draws)          # pretext views / random augmentations
+    out = nets(views)                               # StepOutput: loss, count, metrics
+    out.loss.backward(); optimizer.step()
+    algorithm.after_step(nets, step, total_steps)   # e.g. BYOL's EMA target update
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import MODALITIES, Algorithm, PretextAlgorithm
+from .augment import RasterAugment, StrokeAugment
+from .autoencoder import AutoencoderAlgorithm
+from .base import MODALITIES, Algorithm, Draws, Networks, PretextAlgorithm, StepOutput
+from .byol import BYOLAlgorithm, cosine_momentum, ema_update
 from .deformation import (
     DeformationAlgorithm,
     deform_raster,
@@ -22,8 +30,10 @@ from .deformation import (
     destination_indices,
     erase_half,
 )
-from .losses import accuracy, cross_entropy
+from .generic import PLACEHOLDER_OUTPUTS, GenericMethod
+from .losses import accuracy, cross_entropy, info_nce, normalized_mse, nt_xent, nt_xent_top1
 from .rotation import RotationAlgorithm, rotate_raster, rotate_strokes
+from .simclr import SimCLRAlgorithm
 from .strokes import normalize_strokes, valid_rows
 from .supervised import SupervisedAlgorithm
 from .warps import DEFORMATION_MODULES, FOLD_TOLERANCE, IDENTITY, AxisWarp, DeformationModule
@@ -32,6 +42,9 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     RotationAlgorithm.name: RotationAlgorithm,
     DeformationAlgorithm.name: DeformationAlgorithm,
     SupervisedAlgorithm.name: SupervisedAlgorithm,
+    SimCLRAlgorithm.name: SimCLRAlgorithm,
+    BYOLAlgorithm.name: BYOLAlgorithm,
+    AutoencoderAlgorithm.name: AutoencoderAlgorithm,
 }
 
 
@@ -49,6 +62,22 @@ def build_algorithm(name: str, modality: str, **params: Any) -> Algorithm:
 
 __all__ = [
     "ALGORITHMS",
+    "AutoencoderAlgorithm",
+    "BYOLAlgorithm",
+    "Draws",
+    "GenericMethod",
+    "Networks",
+    "PLACEHOLDER_OUTPUTS",
+    "RasterAugment",
+    "SimCLRAlgorithm",
+    "StepOutput",
+    "StrokeAugment",
+    "cosine_momentum",
+    "ema_update",
+    "info_nce",
+    "normalized_mse",
+    "nt_xent",
+    "nt_xent_top1",
     "DEFORMATION_MODULES",
     "FOLD_TOLERANCE",
     "IDENTITY",

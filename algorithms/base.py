@@ -1,8 +1,22 @@
-"""The interface every algorithm (pretext task or supervised baseline) implements.
+"""The interface every algorithm (pretext task, generic self-supervised method or supervised
+baseline) implements, and the pieces the trainer drives it through.
 
-An algorithm turns a batch from the data loader into (model inputs, targets) and scores
-the model's logits. It works on tensors only and knows nothing of models, datasets or the
-trainer. Tensor conventions:
+An algorithm owns one training objective. It works on tensors and ``torch.nn`` modules only
+and knows nothing of models, datasets or the trainer; the trainer drives it through three
+calls per step (RotNet's ``train_step`` shape, solo-learn's method-owned heads)::
+
+    views = algorithm.prepare(x, y, draws)       # pretext views / random augmentations, no gradient
+    out = networks(views)                        # = algorithm.forward(networks, views): loss + metrics
+    ...backward, optimiser step...
+    algorithm.after_step(networks, step, total)  # e.g. the EMA update of a momentum target
+
+``networks`` is a :class:`Networks` container built by :meth:`Algorithm.build_networks`: the
+encoder (any model called as ``model(x, out_feat_keys)``), the algorithm's own trainable
+modules (``heads``: projector, predictor, decoder) and its non-optimised state (``target``:
+a momentum copy). The container is what the optimiser, DistributedDataParallel and the
+checkpoint see; evaluation reads the encoder alone.
+
+Tensor conventions:
 
 - raster batch: float (B, C, H, W), values in [0, 1], ink bright (1) on background 0,
   image y pointing down.
@@ -15,14 +29,15 @@ trainer. Tensor conventions:
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from .losses import cross_entropy
+from .losses import accuracy, cross_entropy
 
 MODALITIES: tuple[str, ...] = ("raster", "stroke")
 
@@ -66,14 +81,146 @@ def view_targets(views: int, batch: int, device: torch.device | str) -> Tensor:
     return _view_targets(views, batch, torch.device(device)).clone()
 
 
+# --------------------------------------------------------------------------- randomness
+@dataclass(frozen=True)
+class Draws:
+    """Where the random numbers of one batch's augmentations come from.
+
+    Under torchrun each of W processes holds rows ``rank, rank + W, rank + 2W, ...`` of the
+    global batch (the samplers' layout, ``utils.sampler.EpochSampler``). Every process draws
+    for the *global* batch from the same generator (same seed, same calls) and keeps its own
+    rows, so W processes augment each sketch exactly as one process with the whole batch
+    would, and every process's generator stays in step with the others'.
+
+    Attributes:
+        generator: a ``torch.Generator`` on the training device (its state is saved in the
+            checkpoint, so a resumed run draws what an uninterrupted one would).
+        rank, world_size: this process's share of the global batch.
+    """
+
+    generator: torch.Generator
+    rank: int = 0
+    world_size: int = 1
+
+    def _local(self, full: Tensor) -> Tensor:
+        return full if self.world_size == 1 else full[self.rank :: self.world_size]
+
+    def uniform(self, n: int, *shape: int, low: float = 0.0, high: float = 1.0) -> Tensor:
+        """(n, *shape) float32 uniform in [low, high) for this process's n rows."""
+        g = self.generator
+        full = torch.rand((n * self.world_size, *shape), generator=g, device=g.device)
+        if (low, high) != (0.0, 1.0):
+            full = full.mul_(high - low).add_(low)
+        return self._local(full)
+
+    def normal(self, n: int, *shape: int) -> Tensor:
+        """(n, *shape) float32 standard normal for this process's n rows."""
+        g = self.generator
+        return self._local(torch.randn((n * self.world_size, *shape), generator=g, device=g.device))
+
+
+# --------------------------------------------------------------------------- one step
+@dataclass
+class StepOutput:
+    """What an algorithm's forward pass returns for one batch.
+
+    Attributes:
+        loss: scalar tensor to minimise (float32; carries the graph in training).
+        count: samples that ``loss`` and ``metrics`` are means over; the trainer weights
+            epoch averages by it (a short last batch counts for what it holds).
+        metrics: the method's own per-batch means (e.g. pretext accuracy, contrastive
+            top-1), as Python floats; keys are the algorithm's ``metric_names``.
+    """
+
+    loss: Tensor
+    count: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+class Networks(nn.Module):
+    """Everything an algorithm trains or keeps: the encoder, its own modules, its target.
+
+    ``forward(views)`` is ``algorithm.forward(self, views)``, so the trainer can wrap this
+    one module in DistributedDataParallel (every trainable module is synchronised, the
+    heads included) and ``torch.compile``, and checkpoint it in two parts: ``encoder``
+    (``state["model"]``, what evaluation reads) and :meth:`method_state_dict` (heads and
+    target).
+
+    Attributes:
+        encoder: the network being pretrained (``encoder(x, out_feat_keys)``); for a
+            method that reads several inputs (e.g. a raster and a stroke encoder trained
+            together) any module holding them.
+        heads: the algorithm's trainable modules (projector, predictor, decoder); empty for
+            the pretext tasks, whose head is the encoder's classifier.
+        target: modules updated outside the optimiser (a momentum copy), or None; its
+            parameters never require gradients.
+        gather: how embeddings of the local batch become the global batch's under torchrun
+            (``engine.distributed.gather_with_grad``); the identity in one process. Methods
+            use it in training only (validation batches are each process's own).
+    """
+
+    def __init__(self, algorithm: "Algorithm", encoder: nn.Module, heads: nn.ModuleDict | None = None,
+                 target: nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = heads if heads is not None else nn.ModuleDict()
+        self.target = target
+        if target is not None:
+            target.requires_grad_(False)
+        self.algorithm = algorithm  # a plain object, not a submodule
+        self.gather: Callable[[Tensor], Tensor] = _identity
+
+    def forward(self, views: Any) -> StepOutput:
+        return self.algorithm.forward(self, views)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser updates: the encoder's that require a gradient, then
+        the heads'. (For the pretext tasks: exactly ``encoder.parameters()``, in order.)"""
+        return [p for p in self.encoder.parameters() if p.requires_grad] + list(self.heads.parameters())
+
+    def method_state_dict(self) -> dict[str, Any]:
+        """``{"heads": ..., "target": ... or None}``: the algorithm's part of a checkpoint."""
+        return {"heads": self.heads.state_dict(),
+                "target": None if self.target is None else self.target.state_dict()}
+
+    def load_method_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load what :meth:`method_state_dict` saved (strict: every key must fit)."""
+        self.heads.load_state_dict(state.get("heads") or {})
+        saved_target = state.get("target")
+        if (saved_target is None) != (self.target is None):
+            raise KeyError("target network: the checkpoint has "
+                           f"{'none' if saved_target is None else 'one'}, this algorithm "
+                           f"{'has none' if self.target is None else 'needs one'}")
+        if self.target is not None:
+            self.target.load_state_dict(saved_target)
+
+
+# --------------------------------------------------------------------------- algorithms
 class Algorithm:
-    """Base class: validates the modality and the parameters, provides the loss.
+    """Base class: validates the modality and the parameters; by default a classification
+    objective on the encoder's logits (the pretext tasks and the supervised baseline).
 
     Subclasses set ``name``, accept their parameters as keyword-only arguments of
-    ``__init__`` (after ``modality``) and implement ``num_outputs`` and ``views``.
+    ``__init__`` (after ``modality``) and implement ``num_outputs`` and ``views`` (a
+    classification task) or override ``prepare`` / ``build_networks`` / ``forward`` /
+    ``after_step`` (a method with its own heads, loss and state).
+
+    Class attributes:
+        metric_names: the per-batch metrics ``forward`` reports besides the loss; the
+            trainer logs ``train_<name>`` and ``val_<name>`` for each.
+        uses_logits: whether the loss reads the encoder's classifier. When False the
+            classifier is a frozen placeholder (``num_outputs`` wide) that no step changes.
+        randomized: whether ``prepare`` draws random numbers.
     """
 
     name: ClassVar[str] = "base"
+    metric_names: ClassVar[tuple[str, ...]] = ("acc",)
+    uses_logits: ClassVar[bool] = True
+    randomized: ClassVar[bool] = False
 
     def __init__(self, modality: str) -> None:
         if modality not in MODALITIES:
@@ -102,7 +249,7 @@ class Algorithm:
 
     # -------------------------------------------------------------------- interface
     def num_outputs(self, num_classes: int) -> int:
-        """Width of the classification head this algorithm trains."""
+        """Width of the encoder's classification head."""
         raise NotImplementedError
 
     def views(self, x: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -112,6 +259,38 @@ class Algorithm:
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy of logits (N, K) against targets (N,)."""
         return cross_entropy(logits, targets)
+
+    def prepare(self, x: Tensor, y: Tensor | None, draws: Draws | None = None) -> Any:
+        """What ``forward`` needs from a loader batch, computed without gradients: pretext
+        views and their targets, or randomly augmented views drawn from ``draws``.
+        Default: ``views(x, y)``."""
+        return self.views(x, y)
+
+    def build_networks(self, encoder: nn.Module, feature: str, sample: Tensor) -> Networks:
+        """The container this algorithm trains: ``encoder`` plus the algorithm's own modules.
+
+        Args:
+            encoder: the model, already on its device.
+            feature: the encoder feature the loss reads (``out_feat_keys``) when it does not
+                read the logits.
+            sample: a small input batch of the encoder's shape, for sizing heads.
+        """
+        return Networks(self, encoder)
+
+    def forward(self, nets: Networks, views: Any) -> StepOutput:
+        """Loss and metrics of one batch of prepared views.
+
+        Default: classification of ``views = (inputs, targets)`` by the encoder's logits,
+        mean cross-entropy, accuracy as the metric, ``count`` = the number of inputs.
+        """
+        inputs, targets = views
+        logits = nets.encoder(inputs)
+        loss = self.loss(logits.float(), targets)
+        return StepOutput(loss, len(targets), {"acc": accuracy(logits.detach(), targets)})
+
+    def after_step(self, nets: Networks, step: int, total_steps: int) -> None:
+        """Called after each optimiser step (``step`` optimiser steps were done before this
+        one, of ``total_steps`` in the run): the place for updates outside the optimiser."""
 
     def describe(self) -> dict[str, Any]:
         """Resolved settings (JSON-serialisable), saved next to checkpoints."""

@@ -51,3 +51,96 @@ def accuracy(logits: Tensor, targets: Tensor) -> float:
         raise ValueError("accuracy of an empty batch is undefined")
     correct = (logits.argmax(dim=1) == targets).sum().item()
     return correct / logits.shape[0]
+
+
+# --------------------------------------------------------------------------- embeddings
+def _pair_check(a: Tensor, b: Tensor, what: str) -> None:
+    if a.dim() != 2 or a.shape != b.shape or a.shape[0] < 1:
+        raise ValueError(f"{what}: expected two (N, D) tensors of the same shape with N >= 1, "
+                         f"got {tuple(a.shape)} and {tuple(b.shape)}")
+
+
+def _nt_xent_logits(z1: Tensor, z2: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Cosine similarities / temperature of the 2N rows of [z1; z2] (self-pairs masked out
+    with -inf) and the index of each row's positive."""
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D)
+    n = z1.shape[0]
+    logits = (z @ z.t()) / temperature
+    self_pairs = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_pairs, float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return logits, positives
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """SimCLR's normalised temperature-scaled cross-entropy (NT-Xent, an InfoNCE).
+
+    Row i of ``z1`` and row i of ``z2`` are two views of one sample (a positive pair). Each
+    of the 2N rows is an anchor: with cosine similarities s, its loss is
+    ``-log(exp(s(i, pos) / t) / sum_{k != i} exp(s(i, k) / t))`` over the other 2N - 1 rows
+    (its positive and 2N - 2 negatives, both views of every other sample).
+
+    Args:
+        z1, z2: (N, D) embeddings of the two views (any scale: rows are L2-normalised here).
+        temperature: t > 0.
+
+    Returns:
+        Scalar float32 tensor: the mean over the 2N anchors.
+    """
+    _pair_check(z1, z2, "nt_xent")
+    if temperature <= 0:
+        raise ValueError(f"nt_xent: temperature must be > 0, got {temperature}")
+    logits, positives = _nt_xent_logits(z1, z2, temperature)
+    return F.cross_entropy(logits, positives)
+
+
+@torch.no_grad()
+def nt_xent_top1(z1: Tensor, z2: Tensor) -> float:
+    """Fraction of the 2N anchors of :func:`nt_xent` whose most similar other row is their
+    positive (ties go to the lowest index)."""
+    _pair_check(z1, z2, "nt_xent_top1")
+    logits, positives = _nt_xent_logits(z1, z2, 1.0)
+    return (logits.argmax(dim=1) == positives).float().mean().item()
+
+
+def info_nce(a: Tensor, b: Tensor, temperature: float, symmetric: bool = True) -> Tensor:
+    """InfoNCE between two sets of embeddings whose rows pair up (CLIP's form).
+
+    Row i of ``a`` and row i of ``b`` are a positive pair; the other rows of the *other* set
+    are the negatives (no negatives within a set, unlike :func:`nt_xent`). With cosine
+    similarities s: ``l_a(i) = -log(exp(s(a_i, b_i) / t) / sum_j exp(s(a_i, b_j) / t))``.
+    Symmetric: the mean of the a -> b and b -> a directions (e.g. raster -> stroke and
+    stroke -> raster for two encoders of one sketch).
+
+    Args:
+        a, b: (N, D) embeddings (rows are L2-normalised here).
+        temperature: t > 0.
+        symmetric: average both directions (else a -> b only).
+
+    Returns:
+        Scalar float32 tensor.
+    """
+    _pair_check(a, b, "info_nce")
+    if temperature <= 0:
+        raise ValueError(f"info_nce: temperature must be > 0, got {temperature}")
+    logits = F.normalize(a.float(), dim=1) @ F.normalize(b.float(), dim=1).t() / temperature
+    targets = torch.arange(a.shape[0], device=a.device)
+    loss = F.cross_entropy(logits, targets)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.t(), targets)) / 2
+    return loss
+
+
+def normalized_mse(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's regression loss: ``||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z)``, mean over rows.
+
+    Args:
+        p: (N, D) predictions of the online network.
+        z: (N, D) targets (the caller detaches them: BYOL's target gets no gradient).
+
+    Returns:
+        Scalar float32 tensor in [0, 4]; 0 when every row of p points the way z's does.
+    """
+    _pair_check(p, z, "normalized_mse")
+    cos = (F.normalize(p.float(), dim=1) * F.normalize(z.float(), dim=1)).sum(dim=1)
+    return (2 - 2 * cos).mean()

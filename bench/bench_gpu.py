@@ -13,7 +13,8 @@ so no loader and no view cost), in each mode: fp32 NCHW; bf16 autocast NCHW; bf1
 channels_last (and with --compile bf16 + channels_last + torch.compile). The model, optimiser,
 autocast, channels_last and compile come from the project's own Trainer (engine/trainer.py) with
 ``train.amp``, ``train.channels_last`` and ``train.compile`` set, and the step is the trainer's
-own (``Trainer._forward`` under its autocast, then ``Trainer._update``).
+own (``Trainer.prepare_batch`` once, then ``Trainer.optimise`` per step: forward under its
+autocast, loss, backward, optimiser step).
 Timing: warm-up steps, then the timed steps between two device synchronisations. FLOPs: the
 forward pass of one input counted once per model with ``torch.utils.flop_counter.FlopCounterMode``
 on the CPU in fp32 (convolutions and matrix products only: 2 x multiply-adds, no batch norm,
@@ -23,12 +24,13 @@ format (fp32 rows: the TF32 peak when cuDNN may use TF32 for convolutions, as to
 default; the convolutions are almost all of the FLOPs), or --peak-tflops.
 
 Table 2 (end to end): the Trainer's own ``train_epoch`` (loader with --workers processes and
-pinned memory, host-to-device copy, views, forward, backward, step, its per-step loss checks)
+pinned memory, host-to-device copy, views, forward, backward, step, its per-step loss checks:
+``Trainer.train_step``)
 for the same experiments in bf16 + channels_last (fp32 on the CPU), on the prepared store given
 by --store or on the built-in synthetic sketches. The loader is wrapped to time the wait for
 each batch ("data"); "compute" is everything from receiving a batch to asking for the next one,
 with a device synchronisation before the clock is read, so no GPU work leaks into the next
-data wait. The warm-up is --warmup + 2 x workers x prefetch batches (the loader's queue), then
+data wait (through ``train_epoch``'s ``wrap_loader``). The warm-up is --warmup + 2 x workers x prefetch batches (the loader's queue), then
 --e2e-steps timed steps. "vs model-only" = end-to-end images/s / Table 1's images/s for the
 same model and mode.
 
@@ -203,13 +205,12 @@ def model_row(model: str, mode: str, args: argparse.Namespace, device: torch.dev
     items = [ds[i] for i in range(args.batch)]
     x = torch.stack([item[0] for item in items]).to(device)
     y = torch.tensor([item[1] for item in items]).to(device)
-    inputs, targets = trainer._inputs(x, y)
+    views = trainer.prepare_batch((x, y))
     trainer.net.train()
 
     def step() -> torch.Tensor:
-        loss = trainer._forward(inputs, targets)[1]
-        trainer._update(loss)
-        return loss
+        out, _ = trainer.optimise(views)
+        return out.loss
 
     for _ in range(args.warmup):
         step()
@@ -219,7 +220,7 @@ def model_row(model: str, mode: str, args: argparse.Namespace, device: torch.dev
         loss = step()
     sync(device)
     seconds = (time.perf_counter() - t0) / args.steps
-    n = len(targets)
+    n = len(views[1])  # rotation targets: one per input
     row = {
         "model": model, "experiment": cfg.name, "mode": mode, "inputs_per_step": n,
         "images_per_s": n / seconds, "ms_per_step": 1000 * seconds,
@@ -281,14 +282,8 @@ def e2e_row(model: str, mode: str, args: argparse.Namespace, device: torch.devic
     per_sketch = len(trainer.algorithm.views(torch.zeros(2, 1, size, size))[1]) / 2
 
     marks: list = []
-    plain_loader = trainer._train_loader
-
-    def timed_loader(epoch: int, start_step: int):
-        loader, n = plain_loader(epoch, start_step)
-        return _TimedLoader(loader, device, marks), n
-
-    trainer._train_loader = timed_loader  # instance attribute: train_epoch picks it up
-    result = trainer.train_epoch(1, RunLogger(out, enabled=False))
+    result = trainer.train_epoch(1, RunLogger(out, enabled=False),
+                                 wrap_loader=lambda loader: _TimedLoader(loader, device, marks))
     if result["steps"] != warm + steps or len(marks) < warm + steps + 1:
         raise RuntimeError(f"train_epoch ran {result['steps']} steps, expected {warm + steps}")
     timed = range(warm, warm + steps)

@@ -4,10 +4,12 @@
     python bench/bench_train_step.py --cpu-bf16 [--batch 32] [--exp ...]   # float32 vs train.cpu_bf16
     python bench/bench_train_step.py --host-memory [--batch 32] [--exp ...]   # train.keep_host_memory off vs on
 
-For each experiment the real trainer pieces run on the built-in synthetic sketches at the
-experiment's own input size: "data" is the wait for the next loader batch (rendering or
-stroke tensors), "compute" is pretext views + forward + backward + optimiser step. The first
-step is a warm-up and not counted. With --workers N the loader prefetches in N processes.
+For each experiment the trainer's own step runs on the built-in synthetic sketches at the
+experiment's own input size: "data" is the wait for the next batch of ``Trainer.train_loader``
+(rendering or stroke tensors), "compute" is ``Trainer.train_step`` (views or augmentations,
+forward, the algorithm's loss, backward, optimiser step, its post-step update such as BYOL's
+EMA). "inputs/step" counts what the encoder sees per step (pretext views, both augmented
+views, or the sketches themselves). The first step is a warm-up and not counted. With --workers N the loader prefetches in N processes.
 With --cpu-bf16 each experiment runs twice, in float32 and with ``train.cpu_bf16`` (bf16
 autocast + channels_last), and the table gives both compute times and the speed-up. With
 --host-memory each experiment runs in two fresh processes, ``train.keep_host_memory`` off
@@ -40,22 +42,21 @@ def measure(name: str, batch: int, steps: int, workers: int, out: str,
                              "train.out": out, "data.train_per_class": max(2, batch * (steps + 1) // 12 + 1),
                              "train.cpu_bf16": cpu_bf16, "train.keep_host_memory": keep_host_memory})
     trainer = Trainer(cfg, progress=False)
-    loader, _ = trainer._train_loader(1, 0)
+    loader, _ = trainer.train_loader(1)
     trainer.net.train()
     it = iter(loader)
     data_s = compute_s = 0.0
     views = 0
     for step in range(steps + 1):
         t0 = time.perf_counter()
-        x, y = next(it)
+        batch = next(it)
         t1 = time.perf_counter()
-        inputs, targets = trainer._inputs(x, y)
-        trainer._update(trainer._forward(inputs, targets)[1])
+        out, _ = trainer.train_step(batch)
         t2 = time.perf_counter()
         if step > 0:
             data_s += t1 - t0
             compute_s += t2 - t1
-            views += len(targets)
+            views += out.count
     return data_s / steps, compute_s / steps, views // steps
 
 

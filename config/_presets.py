@@ -32,3 +32,9 @@ STROKE_DATA = {"modality": "stroke", "max_points": 100}
 # deformation task; engine.build refuses such a mismatch.)
 ROTATION_OUTPUTS = 4
 DEFORMATION_OUTPUTS = 2
+
+# The generic self-supervised methods (SimCLR, BYOL, autoencoder) pick best.pt by their own
+# validation loss (lower is better); they have no accuracy. Everything else they share with
+# the paper's tasks of the same branch (optimiser, schedule, batch, epochs), so that the
+# comparison with the sketch-specific tasks is at the same budget.
+GENERIC_SELECTION = {"best_metric": "val_loss", "best_mode": "min"}

@@ -123,6 +123,12 @@ class TrainConfig:
     # glibc: keep freed host memory for the next step instead of unmapping it (1.1-1.4x
     # faster CNN steps on the CPU, utils/host_memory.py); the process holds its peak memory.
     keep_host_memory: bool = True
+    # The validation metric that picks best.pt: "val_loss" or "val_<name>" for a metric the
+    # algorithm reports (pretext tasks and supervised: "val_acc"; simclr: "val_top1"; byol:
+    # "val_cos"; stroke autoencoder: "val_pen_acc"), and whether higher ("max") or lower
+    # ("min") is better. engine.build checks the algorithm reports it.
+    best_metric: str = "val_acc"
+    best_mode: str = "max"
 
     def check(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -138,6 +144,10 @@ class TrainConfig:
             _positive("train.prefetch_factor", self.prefetch_factor)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        _choice("train.best_mode", self.best_mode, ("max", "min"))
+        if not self.best_metric.startswith("val_") or self.best_metric == "val_":
+            raise ConfigError(f"train.best_metric must name a validation metric (val_loss, val_acc, ...), "
+                              f"got '{self.best_metric}'")
 
 
 @dataclass

@@ -1,8 +1,9 @@
-"""Puts the leaf packages together: config -> dataset, model, pretext algorithm.
+"""Puts the leaf packages together: config -> dataset, model, algorithm, networks.
 
 This is the only place that knows how a config section maps onto ``data``, ``models`` and
 ``algorithms``; it also makes the checks that span them (does the head match the task? does
-the model read the data's modality?) so that a bad config fails before any training.
+the model read the data's modality? does the algorithm report the metric that picks the
+best checkpoint?) so that a bad config fails before any training.
 """
 
 from __future__ import annotations
@@ -65,9 +66,30 @@ def num_data_classes(cfg: ExperimentConfig) -> int:
 
 def build_algorithm(cfg: ExperimentConfig):
     try:
-        return algorithms.build_algorithm(cfg.algorithm.name, cfg.data.modality, **cfg.algorithm.params)
+        algorithm = algorithms.build_algorithm(cfg.algorithm.name, cfg.data.modality, **cfg.algorithm.params)
     except ValueError as err:
         raise ConfigError(f"algorithm: {err}") from None
+    check_algorithm_settings(cfg, algorithm)
+    return algorithm
+
+
+def validation_metrics(algorithm) -> tuple[str, ...]:
+    """The validation metrics an algorithm's runs record: ``val_loss`` and ``val_<name>``."""
+    return ("val_loss",) + tuple(f"val_{m}" for m in algorithm.metric_names)
+
+
+def check_algorithm_settings(cfg: ExperimentConfig, algorithm) -> None:
+    """Train settings that depend on the algorithm: the metric that picks best.pt must be
+    one it reports; the per-sample reference views exist for the pretext tasks only."""
+    known = validation_metrics(algorithm)
+    if cfg.train.best_metric not in known:
+        raise ConfigError(
+            f"train.best_metric '{cfg.train.best_metric}' is not reported by the '{cfg.algorithm.name}' "
+            f"algorithm (it reports {', '.join(known)})"
+        )
+    if cfg.train.views == "per_sample" and cfg.algorithm.name not in ("rotation", "deformation", "supervised"):
+        raise ConfigError(f"train.views 'per_sample' (the reference views) exists for the pretext tasks only, "
+                          f"not for '{cfg.algorithm.name}'")
 
 
 def head_size(cfg: ExperimentConfig, algorithm=None) -> int:
@@ -100,6 +122,35 @@ def build_model(cfg: ExperimentConfig, num_outputs: int) -> torch.nn.Module:
         return models.build_model(name, num_outputs, **cfg.model.params)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
+
+
+def sample_input(cfg: ExperimentConfig, device: torch.device | str = "cpu", batch: int = 2) -> torch.Tensor:
+    """A zero batch of the config's input shape (what the loader yields), for sizing heads:
+    rasters (batch, 1, S, S), strokes (batch, max_points, 4)."""
+    d = cfg.data
+    shape = (batch, 1, d.image_size, d.image_size) if d.modality == "raster" else (batch, d.max_points, 4)
+    return torch.zeros(shape, device=device)
+
+
+def build_networks(cfg: ExperimentConfig, algorithm, model: torch.nn.Module):
+    """The container the trainer optimises: the encoder (``model``, on its device) plus the
+    algorithm's own heads and target (:class:`algorithms.Networks`).
+
+    An algorithm that does not read logits leaves the encoder's classifier untouched, so its
+    parameters are frozen (no gradient, not optimised, not synchronised by DDP). The layer
+    its loss reads is ``algorithm.params.feature`` when given, else the layer evaluation
+    reads (``eval.feature``, else the model's default)."""
+    layer = model.default_feature
+    if not algorithm.uses_logits:
+        classifier = getattr(model, "classifier", None)
+        if classifier is not None:
+            classifier.requires_grad_(False)
+        layer = feature_layer(cfg, model, getattr(algorithm, "requested_feature", None))
+    device = next(model.parameters()).device
+    try:
+        return algorithm.build_networks(model, layer, sample_input(cfg, device))
+    except ValueError as err:
+        raise ConfigError(f"algorithm: {err}") from None
 
 
 def feature_layer(cfg: ExperimentConfig, model: torch.nn.Module, layer: str | None = None) -> str:

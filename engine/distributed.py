@@ -196,3 +196,37 @@ def gather_features(
     With :func:`shard_indices` shards this reproduces the single-process order row for row."""
     feats = gather_rows(features)
     return feats, (gather_rows(labels) if labels is not None else None)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All ranks' equally sized ``x`` concatenated in rank order; the backward pass hands each
+    rank the gradient of the *sum* of every rank's loss with respect to its own rows."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        world, rank = dist.get_world_size(), dist.get_rank()
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x)
+        ctx.rows, ctx.rank = x.shape[0], rank
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's (n, ...) ``x`` (the same n on each) as one (W * n, ...) tensor in rank
+    order, differentiable: the identity in a single process.
+
+    Every rank then computes the same global loss L from the gathered rows. The backward
+    pass sums the W ranks' gradients of L for this rank's rows (W dL/dx_r), and DDP's
+    averaging of the parameter gradients divides by W again: the update is exactly dL/dθ,
+    as one process with the whole batch would compute it (e.g. SimCLR's negatives from the
+    global batch). Works on gloo (CPU) and NCCL (GPU) alike."""
+    if not is_distributed():
+        return x
+    return _GatherWithGrad.apply(x)

@@ -1,18 +1,29 @@
 """The one trainer behind ``train_cnn.py`` and ``train_tcn.py``.
 
-Per epoch: set the learning rate from the config's table, run the pretext task over the
-training split (progress bar with loss and pretext accuracy, TensorBoard scalars), measure
-validation loss and accuracy without gradients, then save ``last.pt`` and, when validation
-accuracy is strictly higher than before, ``best.pt``. ``experiments/NAME/`` holds the
-resolved config, both checkpoints, ``metrics.jsonl`` and the TensorBoard events.
+Per epoch: set the learning rate from the config's table, run the algorithm over the
+training split (progress bar with the loss and the algorithm's own metrics, TensorBoard
+scalars), measure the validation loss and metrics without gradients, then save ``last.pt``
+and, when the validation metric named by ``train.best_metric`` improved strictly
+(``train.best_mode``: higher or lower; pretext accuracy by default), ``best.pt``.
+``experiments/NAME/`` holds the resolved config, both checkpoints, ``metrics.jsonl`` and
+the TensorBoard events.
+
+One step, the same for every algorithm (:meth:`Trainer.train_step`, which the benchmarks
+call too): the loader batch goes to the device, ``algorithm.prepare`` makes its views
+(pretext views, or random augmentations drawn from the run's seeded generator), the
+:class:`algorithms.Networks` container (encoder + the algorithm's heads + its target)
+computes the loss and metrics under the configured autocast, then backward, the optimiser
+step over the encoder and the heads, and ``algorithm.after_step`` (e.g. BYOL's EMA target).
+A checkpoint keeps the encoder in ``state["model"]`` (what evaluation reads) and the heads
+and target in ``state["algorithm"]``.
 
 Trustworthy runs:
 
 - Exact resume. The data order of an epoch depends only on ``(seed, epoch)``
-  (:class:`utils.sampler.EpochSampler`); a checkpoint holds the model, optimiser, every RNG,
-  the epoch *and the step inside it*, and the epoch's running loss/accuracy sums. So N epochs
-  straight and k epochs (or k epochs and s steps), stop, ``--resume`` give the same weights
-  bit for bit on the CPU.
+  (:class:`utils.sampler.EpochSampler`); a checkpoint holds the model, the algorithm's heads
+  and target, the optimiser, every RNG (the augmentations' generator included), the epoch
+  *and the step inside it*, and the epoch's running sums. So N epochs straight and k epochs
+  (or k epochs and s steps), stop, ``--resume`` give the same weights bit for bit on the CPU.
 - SIGTERM / SIGINT (preemption, Ctrl-C) save ``last.pt`` at the current step and end with
   :class:`utils.signals.TrainingStopped` (exit 143 / 130 from the command line).
 - A non-finite loss stops with the epoch and step; no checkpoint is written after it, so
@@ -26,9 +37,12 @@ Trustworthy runs:
   before anything else happens.
 - A write that fails (a full disk) ends the run with one line naming the file
   (:class:`utils.atomic.WriteError`); everything written before stays readable.
-- Under torchrun (``engine.distributed``) the model is wrapped in DistributedDataParallel;
-  each of the W processes loads ``batch_size / W`` sketches per step, so the global batch is
-  the config's; only rank 0 writes files or prints.
+- Under torchrun (``engine.distributed``) the networks container (encoder and heads) is
+  wrapped in DistributedDataParallel; each of the W processes loads ``batch_size / W``
+  sketches per step, so the global batch is the config's; augmentations are drawn for the
+  global batch (each process keeps its rows), so they are those of one process; SimCLR's
+  negatives are gathered from every process (``distributed.gather_with_grad``); only rank 0
+  writes files or prints.
 """
 
 from __future__ import annotations
@@ -41,11 +55,12 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import torch
 from tqdm import tqdm
 
-from algorithms.losses import accuracy
+from algorithms import Draws, StepOutput
 from algorithms.reference import reference_views
 from config import ConfigError, ExperimentConfig
 from engine import build, distributed
@@ -69,7 +84,10 @@ from utils.signals import StopSignals, TrainingStopped
 
 # 2: adds "step" (steps done in the epoch after "epoch"), "meters" and "world_size";
 #    "best_epoch" (the epoch best.pt holds; absent in older files) needs no version bump.
-CHECKPOINT_VERSION = 2
+# 3: "algorithm" holds {"settings", "heads", "target"} (was the settings alone); "best_value",
+#    "best_metric", "best_mode" replace "best_acc"; rng["draws"] is the augmentations'
+#    generator; meters hold "<metric>_total" for each of the algorithm's metrics.
+CHECKPOINT_VERSION = 3
 #: Files of a run folder whose leftover temporaries a starting run removes.
 RUN_FILES = ("last.pt", "best.pt", "config.json", "metrics.jsonl")
 # Settings a resumed run must share with its checkpoint (other architecture, other task).
@@ -79,8 +97,15 @@ RESUME_MUST_MATCH = (
     ("algorithm", "name"),
     ("algorithm", "params"),
     ("data", "modality"),
+    ("train", "best_metric"),
+    ("train", "best_mode"),
 )
-TRAINING_KEYS = ("optimizer", "rng", "best_acc", "num_outputs")
+# What a config saved before a setting existed meant by it.
+SETTING_DEFAULTS = {("train", "best_metric"): "val_acc", ("train", "best_mode"): "max"}
+TRAINING_KEYS = ("optimizer", "rng", "num_outputs")
+# Offset of the augmentations' generator seed from train.seed (any fixed number; the
+# validation generator uses another, so the two never share a stream).
+TRAIN_DRAWS_SEED, VAL_DRAWS_SEED = 1_000_003, 2_000_003
 
 
 def experiment_dir(cfg: ExperimentConfig) -> Path:
@@ -114,12 +139,13 @@ def check_data_path(cfg: ExperimentConfig) -> None:
         raise ConfigError(str(err)) from None
 
 
-def _meters(totals: dict | None = None) -> tuple[AverageMeter, AverageMeter]:
-    loss_m, acc_m = AverageMeter(), AverageMeter()
+def _meters(names: tuple[str, ...], totals: dict | None = None) -> dict[str, AverageMeter]:
+    """One meter per name ("loss" and the algorithm's metrics), from saved sums if given."""
+    meters = {name: AverageMeter() for name in names}
     if totals:
-        loss_m.total, loss_m.count = float(totals["loss_total"]), int(totals["count"])
-        acc_m.total, acc_m.count = float(totals["acc_total"]), int(totals["count"])
-    return loss_m, acc_m
+        for name, meter in meters.items():
+            meter.total, meter.count = float(totals[f"{name}_total"]), int(totals["count"])
+    return meters
 
 
 def cpu_has_bf16() -> bool:
@@ -128,8 +154,28 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A step's loss was not finite (on this process or another); nothing was updated."""
+
+
 class Trainer:
-    """Trains one experiment. ``fit()`` runs the remaining epochs and returns the history."""
+    """Trains one experiment. ``fit()`` runs the remaining epochs and returns the history.
+
+    The step is public, so that benchmarks and tests drive exactly what training drives:
+    :meth:`train_step` (one loader batch -> one optimiser step) = :meth:`prepare_batch`
+    (device, views / augmentations, memory format) + :meth:`optimise` (forward under
+    autocast, non-finite check, backward, optimiser step, the algorithm's post-step
+    update); :meth:`evaluation_step` is the validation counterpart; :meth:`train_loader`
+    and :meth:`train_epoch` (whose ``wrap_loader`` lets a benchmark time the loader) are
+    the epoch around it.
+
+    Attributes (after construction): ``algorithm``; ``model`` (the encoder, whose
+    ``state_dict`` is a checkpoint's ``"model"``); ``networks`` (the
+    :class:`algorithms.Networks` container of the encoder and the algorithm's heads and
+    target); ``net`` (what the forward pass goes through: ``networks``, wrapped in DDP
+    and/or ``torch.compile`` when asked); ``optimizer``; ``train_set`` / ``val_set``;
+    ``steps_per_epoch``; ``steps_done`` (optimiser steps of the run so far).
+    """
 
     def __init__(self, cfg: ExperimentConfig, resume: bool = False, progress: bool = True) -> None:
         self.cfg = cfg
@@ -175,24 +221,38 @@ class Trainer:
         self.host_memory_kept = cfg.train.keep_host_memory and keep_freed_memory()
 
         self.algorithm = build.build_algorithm(cfg)
+        self.metric_names: tuple[str, ...] = tuple(self.algorithm.metric_names)
         self.num_outputs = build.head_size(cfg, self.algorithm)
         self.model = build.build_model(cfg, self.num_outputs).to(self.device)
+        # The encoder plus the algorithm's own modules (none for the pretext tasks, whose
+        # parameters, optimiser and random numbers are then exactly the model's).
+        self.networks = build.build_networks(cfg, self.algorithm, self.model).to(self.device)
         if self.dist.enabled and self.device.type == "cuda":
             # Batch statistics over the global batch, as on one GPU. torch's SyncBatchNorm
             # runs on GPUs only; on the CPU (gloo) each process normalises its own sub-batch.
-            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.optimizer = make_optimizer(cfg, self.model.parameters())
+            self.networks = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.networks)
+            self.model = self.networks.encoder
+        if self.dist.enabled:
+            self.networks.gather = distributed.gather_with_grad
+        self.optimizer = make_optimizer(cfg, self.networks.trainable_parameters())
+        # The augmentations' random numbers: a generator of their own on the training
+        # device, checkpointed with the other RNGs (the pretext tasks never draw from it).
+        self.draw_generator = torch.Generator(device=self.device)
+        self.draw_generator.manual_seed(cfg.train.seed + TRAIN_DRAWS_SEED)
         self.train_set = build.build_dataset(cfg, "train")
         self.val_set = build.build_dataset(cfg, "val")
         for split, dataset in (("train", self.train_set), ("val", self.val_set)):
             if len(dataset) == 0:
                 raise ConfigError(f"experiment '{cfg.name}': split '{split}' is empty")
+        self.steps_per_epoch = self._steps_in_epoch()
+        self.steps_done = 0  # optimiser steps of the run so far (set per epoch by train_epoch)
 
         self.start_epoch = 1  # first epoch still to run
         self.start_step = 0  # steps of start_epoch already done (a mid-epoch checkpoint)
         self._start_meters: dict | None = None
         self.resumed = False
-        self.best_acc = -math.inf
+        self.best_metric, self.best_mode = cfg.train.best_metric, cfg.train.best_mode
+        self.best_value = -math.inf if self.best_mode == "max" else math.inf
         self.best_epoch: int | None = None
         self.history: list[dict] = []
         if resume_from is not None:
@@ -203,12 +263,15 @@ class Trainer:
         if on_cuda:
             # Fixed input sizes (drop_last), so cuDNN's one-off timing pays back at once.
             torch.backends.cudnn.benchmark = t.cudnn_benchmark
-        # With persistent workers the loaders are built once and kept (see _train_loader).
+        # With persistent workers the loaders are built once and kept (see train_loader).
         self._persistent = t.persistent_workers and t.workers > 0
         self._kept_train_loader: tuple[torch.utils.data.DataLoader, SamplerSlot] | None = None
         self._kept_val_loader: torch.utils.data.DataLoader | None = None
         # Per-sample reference views exist to show the batched path changes no number.
-        self._views = partial(reference_views, self.algorithm) if t.views == "per_sample" else self.algorithm.views
+        if t.views == "per_sample":
+            self._prepare = lambda x, y, draws: reference_views(self.algorithm, x, y)
+        else:
+            self._prepare = self.algorithm.prepare
         cpu_bf16 = self.device.type == "cpu" and t.cpu_bf16
         if cpu_bf16 and self.is_main and not cpu_has_bf16():
             print("warning: train.cpu_bf16 on a CPU without AMX or AVX512-BF16: bfloat16 is emulated "
@@ -217,15 +280,27 @@ class Trainer:
                                  enabled=(on_cuda and t.amp == "bf16") or cpu_bf16)
         self._channels_last = ((on_cuda and t.channels_last) or cpu_bf16) and cfg.data.modality == "raster"
         if self._channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.net: torch.nn.Module = self.model
+            self.networks = self.networks.to(memory_format=torch.channels_last)
+        self.net: torch.nn.Module = self.networks
         if self.dist.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if on_cuda else None
+                self.networks, device_ids=[self.device.index] if on_cuda else None
             )
         if t.compile:
-            # Only the forward wrapper is compiled; checkpoints keep self.model's plain keys.
+            # Only the forward wrapper is compiled; checkpoints keep the plain modules' keys.
             self.net = torch.compile(self.net)
+
+    def _steps_in_epoch(self) -> int:
+        """Global optimiser steps per epoch (the same for every epoch)."""
+        t = self.cfg.train
+        full = EpochSampler(len(self.train_set), t.batch_size, seed=t.seed, epoch=1, drop_last=True,
+                            rank=self.dist.rank, world_size=self.dist.world_size).num_steps
+        return min(full, t.max_steps_per_epoch) if t.max_steps_per_epoch else full
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run (``train.epochs`` x steps per epoch)."""
+        return self.cfg.train.epochs * self.steps_per_epoch
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self, epoch: int, step: int = 0, meters: dict | None = None) -> dict:
@@ -239,12 +314,14 @@ class Trainer:
             "epoch": epoch,
             "step": step,
             "meters": meters,
-            "best_acc": self.best_acc,
+            "best_metric": self.best_metric,
+            "best_mode": self.best_mode,
+            "best_value": self.best_value,
             "best_epoch": self.best_epoch,
             "history": self.history,
-            "rng": rng_state(),
+            "rng": {**rng_state(), "draws": self.draw_generator.get_state()},
             "config": self.cfg.to_dict(),
-            "algorithm": self.algorithm.describe(),
+            "algorithm": {"settings": self.algorithm.describe(), **self.networks.method_state_dict()},
             "num_outputs": self.num_outputs,
             "world_size": self.dist.world_size,
         }
@@ -267,6 +344,8 @@ class Trainer:
         # CPU first: RNG states must stay CPU tensors; load_state_dict moves weights over.
         state = load_checkpoint(path, map_location="cpu")
         missing = [k for k in TRAINING_KEYS if k not in state]
+        if "best_value" not in state and "best_acc" not in state:  # best_acc: format 2
+            missing.append("best_value")
         if missing:
             raise CheckpointError(f"{path}: not a training checkpoint (missing {', '.join(missing)})")
         if int(state.get("version", 1)) > CHECKPOINT_VERSION:
@@ -276,7 +355,7 @@ class Trainer:
             )
         saved = state["config"]
         for section, key in RESUME_MUST_MATCH:
-            old = saved.get(section, {}).get(key)
+            old = saved.get(section, {}).get(key, SETTING_DEFAULTS.get((section, key)))
             new = getattr(getattr(self.cfg, section), key)
             if old != new:
                 raise CheckpointError(f"{path}: was trained with {section}.{key} {old!r}, this run asks for {new!r}")
@@ -291,8 +370,12 @@ class Trainer:
                 f"{path}: stopped in the middle of an epoch with train.batch_size {old_batch}; "
                 f"resume with the same batch size (this run asks for {self.cfg.train.batch_size})"
             )
+        method_state = state.get("algorithm") or {}
+        if "heads" not in method_state:  # format 2: the algorithm's settings alone, no modules
+            method_state = {"heads": {}, "target": None}
         try:
             self.model.load_state_dict(state["model"])
+            self.networks.load_method_state_dict(method_state)
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
             raise CheckpointError(f"{path}: does not fit this model ({str(err).splitlines()[0]})") from None
@@ -300,17 +383,24 @@ class Trainer:
         self.start_step = step
         # Rank 0 carries the interrupted epoch's sums; the epoch's end adds the ranks up.
         self._start_meters = state.get("meters") if self.is_main else None
-        self.best_acc = float(state["best_acc"])
+        self.best_value = float(state["best_value"] if "best_value" in state else state["best_acc"])
         self.history = list(state.get("history", []))
         self.best_epoch = state.get("best_epoch")
         if self.best_epoch is None and self.history:  # a checkpoint from before best_epoch was kept
-            self.best_epoch = max(self.history, key=lambda r: r["val_acc"])["epoch"]
+            pick = max if self.best_mode == "max" else min
+            self.best_epoch = pick(self.history, key=lambda r: r[self.best_metric])["epoch"]
         if path.name == "best.pt" and self.is_main:
             print(f"[{self.cfg.name}] {path} is newer than last.pt (a run stopped while saving): "
                   f"resuming from it", file=sys.stderr)
         # Every process draws the same random numbers (same seed, same calls), so rank 0's
         # state is every rank's state.
         set_rng_state(state["rng"])
+        if "draws" in state["rng"]:
+            try:
+                self.draw_generator.set_state(state["rng"]["draws"])
+            except RuntimeError:
+                raise CheckpointError(f"{path}: its augmentation generator state is from another device type "
+                                      f"(this run trains on {self.device.type})") from None
         self.resumed = True
 
     def _save(self, state: dict, best: bool = False) -> None:
@@ -323,9 +413,9 @@ class Trainer:
             save_checkpoint(state, self.out_dir / "last.pt")
 
     # ------------------------------------------------------------------ data
-    def _train_loader(self, epoch: int, start_step: int) -> tuple[torch.utils.data.DataLoader, int]:
+    def train_loader(self, epoch: int, start_step: int = 0) -> tuple[torch.utils.data.DataLoader, int]:
         """This process's loader for epoch ``epoch`` from global step ``start_step`` on, and
-        the number of global steps in the epoch."""
+        the number of global steps in the epoch (``train.max_steps_per_epoch`` applied)."""
         t = self.cfg.train
         sampler = EpochSampler(
             len(self.train_set),
@@ -382,111 +472,174 @@ class Trainer:
             self._kept_val_loader = loader
         return loader
 
-    # ------------------------------------------------------------------ loops
-    def _inputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pretext views of a loader batch, in the memory format the model wants."""
-        inputs, targets = self._views(x, y)
-        if self._channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, targets
+    # ------------------------------------------------------------------ one step
+    def _to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch[0], batch[1]
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def _forward(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and pretext loss of a batch of views, under the configured autocast."""
+    def _memory_format(self, views: Any) -> Any:
+        """Raster tensors (4-d) of the views channels-last when the run asks for it."""
+        if not self._channels_last:
+            return views
+        if isinstance(views, torch.Tensor):
+            return views.contiguous(memory_format=torch.channels_last) if views.dim() == 4 else views
+        if isinstance(views, (tuple, list)):
+            return type(views)(self._memory_format(v) for v in views)
+        if isinstance(views, dict):
+            return {k: self._memory_format(v) for k, v in views.items()}
+        return views
+
+    def train_draws(self) -> Draws:
+        """The random numbers of the next training batch's augmentations (the run's seeded,
+        checkpointed generator; drawn for the global batch, this process's rows kept)."""
+        return Draws(self.draw_generator, self.dist.rank, self.dist.world_size)
+
+    def validation_draws(self) -> Draws:
+        """A generator seeded the same way at every validation, so every epoch's validation
+        sees the same augmentations (each process draws for its own share)."""
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.cfg.train.seed + VAL_DRAWS_SEED)
+        return Draws(generator)
+
+    def prepare_batch(self, batch, draws: Draws | None = None) -> Any:
+        """A loader batch ``(x, y)`` -> the algorithm's views on the device: pretext views
+        and targets, or random augmentations (from :meth:`train_draws` unless ``draws`` is
+        given), channels-last when the run asks for it."""
+        x, y = self._to_device(batch)
+        return self._memory_format(self._prepare(x, y, draws if draws is not None else self.train_draws()))
+
+    def forward(self, views: Any) -> StepOutput:
+        """Loss and metrics of prepared views through :attr:`net` (DDP / compiled when
+        asked), under the configured autocast."""
         with self._autocast():
-            logits = self.net(x)
-            loss = self.algorithm.loss(logits.float(), targets)
-        return logits, loss
+            return self.net(views)
 
-    def _update(self, loss: torch.Tensor) -> None:
-        """One optimiser step on ``loss``."""
+    def update(self, loss: torch.Tensor) -> None:
+        """Backward, one optimiser step, then the algorithm's post-step update (e.g. an EMA
+        target), which is told how many of the run's steps came before."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        self.algorithm.after_step(self.networks, self.steps_done, self.total_steps)
+        self.steps_done += 1
 
-    @staticmethod
-    def _global_meters(loss_m: AverageMeter, acc_m: AverageMeter) -> dict:
+    def optimise(self, views: Any, stop: StopSignals | None = None) -> tuple[StepOutput, bool]:
+        """One optimisation step on prepared views: :meth:`forward`, the non-finite check,
+        :meth:`update`. Returns the step's output and whether a stop was requested (on any
+        process). One small collective per step, so that all processes raise or stop
+        together. Raises :class:`NonFiniteLoss` (nothing updated) when the loss is not
+        finite on this or another process."""
+        out = self.forward(views)
+        finite = bool(torch.isfinite(out.loss))
+        bad, stopped = distributed.any_rank(not finite, stop is not None and stop.requested)
+        if bad:
+            raise NonFiniteLoss(f"loss {out.loss.item()}" if not finite else "loss on another process")
+        self.update(out.loss)
+        return out, stopped
+
+    def train_step(self, batch, stop: StopSignals | None = None) -> tuple[StepOutput, bool]:
+        """One optimisation step on one loader batch ``(x, y)``: :meth:`prepare_batch` then
+        :meth:`optimise`. The networks must be in training mode (``trainer.networks.train()``;
+        :meth:`train_epoch` does it)."""
+        return self.optimise(self.prepare_batch(batch), stop)
+
+    @torch.no_grad()
+    def evaluation_step(self, batch, draws: Draws | None = None) -> StepOutput:
+        """Loss and metrics of one loader batch without gradients, through the plain
+        networks (not DDP); call ``trainer.networks.eval()`` first (:meth:`validate` does)."""
+        views = self.prepare_batch(batch, draws if draws is not None else self.validation_draws())
+        with self._autocast():
+            return self.networks(views)
+
+    # ------------------------------------------------------------------ loops
+    def _global_meters(self, meters: dict[str, AverageMeter]) -> dict:
         """The epoch's running sums added over all processes."""
-        s = distributed.all_reduce_sum(torch.tensor([loss_m.total, acc_m.total, float(loss_m.count)], dtype=torch.float64))
-        return {"loss_total": float(s[0]), "acc_total": float(s[1]), "count": int(round(float(s[2])))}
+        names = list(meters)
+        count = next(iter(meters.values())).count
+        s = distributed.all_reduce_sum(torch.tensor([meters[n].total for n in names] + [float(count)],
+                                                    dtype=torch.float64))
+        out = {f"{n}_total": float(v) for n, v in zip(names, s[:-1])}
+        out["count"] = int(round(float(s[-1])))
+        return out
 
-    def train_epoch(self, epoch: int, logger: RunLogger, stop: StopSignals | None = None) -> dict:
+    def train_epoch(self, epoch: int, logger: RunLogger, stop: StopSignals | None = None,
+                    wrap_loader: Callable[[Iterable], Iterable] | None = None) -> dict:
         """Train one epoch (from ``start_step`` when it is the resumed one). Returns ``loss``,
-        ``acc``, ``lr``, ``steps`` (done this epoch), ``stopped`` (a stop was requested) and
-        ``meters`` (running sums over all processes)."""
+        the algorithm's metrics by name, ``lr``, ``steps`` (done this epoch), ``stopped`` (a
+        stop was requested) and ``meters`` (running sums over all processes).
+        ``wrap_loader`` wraps the epoch's loader (a benchmark timing each batch's wait)."""
         self.net.train()
         lr = lr_at(self.cfg.optim.lr_schedule, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         first = self.start_step if epoch == self.start_epoch else 0
-        loss_m, acc_m = _meters(self._start_meters if epoch == self.start_epoch else None)
-        loader, steps = self._train_loader(epoch, first)
+        names = ("loss",) + self.metric_names
+        meters = _meters(names, self._start_meters if epoch == self.start_epoch else None)
+        loader, steps = self.train_loader(epoch, first)
+        if wrap_loader is not None:
+            loader = wrap_loader(loader)
+        self.steps_done = (epoch - 1) * steps + first
         bar = tqdm(total=steps, initial=min(first, steps), desc=f"epoch {epoch}/{self.cfg.train.epochs}",
                    disable=not self.progress, leave=False)
         step, stopped = first, False
-        for x, y in loader if first < steps else ():
+        for batch in loader if first < steps else ():
             if step >= steps:
                 break
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
-            inputs, targets = self._inputs(x, y)
-            logits, loss = self._forward(inputs, targets)
-            finite = bool(torch.isfinite(loss))
-            # One small collective per step so that all processes raise or stop together.
-            bad, stopped = distributed.any_rank(not finite, stop is not None and stop.requested)
-            if bad:
-                where = f"loss {loss.item()}" if not finite else "loss on another process"
+            try:
+                out, stopped = self.train_step(batch, stop)
+            except NonFiniteLoss as err:
                 raise FloatingPointError(
-                    f"non-finite {where} at epoch {epoch}, step {step + 1}; "
+                    f"non-finite {err} at epoch {epoch}, step {step + 1}; "
                     f"the last good checkpoint is {self.out_dir / 'last.pt'}"
-                )
-            self._update(loss)
+                ) from None
             step += 1
-            n = len(targets)
-            loss_m.update(loss.item(), n)
-            acc_m.update(accuracy(logits.detach(), targets), n)
+            loss = out.loss.item()
+            meters["loss"].update(loss, out.count)
+            for name in self.metric_names:
+                meters[name].update(out.metrics[name], out.count)
             global_step = (epoch - 1) * steps + step
             if global_step % self.cfg.train.log_every == 0:
-                logger.scalar("train/loss_step", loss.item(), global_step)
-            bar.set_postfix(loss=f"{loss_m.avg:.4f}", acc=f"{acc_m.avg:.3f}", lr=f"{lr:g}")
+                logger.scalar("train/loss_step", loss, global_step)
+            bar.set_postfix(loss=f"{meters['loss'].avg:.4f}",
+                            **{n: f"{meters[n].avg:.3f}" for n in self.metric_names}, lr=f"{lr:g}")
             bar.update(1)
             if stopped:
                 break
         bar.close()
-        meters = self._global_meters(loss_m, acc_m)
-        total_loss, total_acc = _meters(meters)
-        return {"loss": total_loss.avg, "acc": total_acc.avg, "lr": lr, "steps": step,
-                "stopped": stopped, "meters": meters}
+        sums = self._global_meters(meters)
+        totals = _meters(names, sums)
+        return {**{n: totals[n].avg for n in names}, "lr": lr, "steps": step, "stopped": stopped, "meters": sums}
 
     @torch.no_grad()
     def validate(self, stop: StopSignals | None = None) -> dict | None:
-        """Validation loss and accuracy; each process takes a contiguous share of the split
-        and the sums are added up. ``None`` when a stop was requested on the way."""
-        self.model.eval()
-        distributed.broadcast_buffers(self.model)  # everyone uses rank 0's BN statistics
+        """Validation ``loss`` and the algorithm's metrics (e.g. ``acc``); each process takes
+        a contiguous share of the split and the sums are added up. ``None`` when a stop was
+        requested on the way."""
+        self.networks.eval()
+        distributed.broadcast_buffers(self.networks)  # everyone uses rank 0's BN statistics
         loader = self._val_loader()
+        draws = self.validation_draws()
         # Shares differ by up to one sketch, so count rounds from the largest share: every
         # process then makes the same number of stop checks (collectives).
         rounds = math.ceil(math.ceil(len(self.val_set) / self.dist.world_size) / self.cfg.train.batch_size)
         batches = iter(loader)
-        sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct fraction * n, n
+        names = ("loss",) + self.metric_names
+        sums = torch.zeros(len(names) + 1, dtype=torch.float64)  # value * n for each name, n
         for _ in range(rounds):
             if distributed.any_rank(stop is not None and stop.requested)[0]:
                 return None
             batch = next(batches, None)
             if batch is None:
                 continue
-            x, y = batch[0].to(self.device), batch[1].to(self.device)
-            inputs, targets = self._inputs(x, y)
-            with self._autocast():
-                logits = self.model(inputs).float()
-            n = len(targets)
-            sums += torch.tensor([self.algorithm.loss(logits, targets).item() * n,
-                                  accuracy(logits, targets) * n, n], dtype=torch.float64)
+            out = self.evaluation_step(batch, draws)
+            n = out.count
+            values = [out.loss.item()] + [out.metrics[m] for m in self.metric_names]
+            sums += torch.tensor([v * n for v in values] + [n], dtype=torch.float64)
         sums = distributed.all_reduce_sum(sums)
-        count = float(sums[2])
+        count = float(sums[-1])
         if count == 0:
-            return {"loss": float("nan"), "acc": float("nan")}
-        return {"loss": float(sums[0]) / count, "acc": float(sums[1]) / count}
+            return {name: float("nan") for name in names}
+        return {name: float(v) / count for name, v in zip(names, sums[:-1])}
 
     def _stopped(self, stop: StopSignals, epoch: int, step: int, meters: dict | None) -> TrainingStopped:
         """Save ``last.pt`` at step ``step`` of epoch ``epoch`` (unless ``meters`` is None: the
@@ -561,30 +714,29 @@ class Trainer:
         val = self.validate(stop)
         if val is None:
             raise self._stopped(stop, epoch, train["steps"], train["meters"])
-        record = {
-            "epoch": epoch,
-            "lr": train["lr"],
-            "train_loss": train["loss"],
-            "train_acc": train["acc"],
-            "val_loss": val["loss"],
-            "val_acc": val["acc"],
-            "seconds": round(time.time() - t0, 2),
-        }
+        names = ("loss",) + self.metric_names
+        record = {"epoch": epoch, "lr": train["lr"]}
+        record.update({f"train_{n}": train[n] for n in names})
+        record.update({f"val_{n}": val[n] for n in names})
+        record["seconds"] = round(time.time() - t0, 2)
         self.history.append(record)
-        improved = val["acc"] > self.best_acc
+        value = record[self.best_metric]
+        improved = value > self.best_value if self.best_mode == "max" else value < self.best_value
         if improved:
-            self.best_acc = val["acc"]
+            self.best_value = value
             self.best_epoch = epoch
         # Checkpoint first, log second: a resumed run rewrites metrics.jsonl from the history.
         self._save(self._state(epoch), best=improved)
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+        for key in [f"train_{n}" for n in names] + [f"val_{n}" for n in names] + ["lr"]:
             logger.scalar(key.replace("_", "/", 1), record[key], epoch)
         logger.history(self.history)
         if self.is_main:
+            def line(split: str) -> str:
+                return " ".join([f"{split} loss {record[split + '_loss']:.4f}"]
+                                + [f"{n} {record[f'{split}_{n}']:.3f}" for n in self.metric_names])
             print(
                 f"[{cfg.name}] epoch {epoch}/{cfg.train.epochs}  lr {train['lr']:g}  "
-                f"train loss {train['loss']:.4f} acc {train['acc']:.3f}  "
-                f"val loss {val['loss']:.4f} acc {val['acc']:.3f}{'  (best)' if improved else ''}  "
+                f"{line('train')}  {line('val')}{'  (best)' if improved else ''}  "
                 f"{record['seconds']:.1f}s"
             )
         return train["steps"]

@@ -49,8 +49,10 @@ def plot(strokes: torch.Tensor, size: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------ table, build
 def test_table_keys_and_num_outputs() -> None:
-    assert set(ALGORITHMS) == {"rotation", "deformation", "supervised"}
+    assert set(ALGORITHMS) == {"rotation", "deformation", "supervised", "simclr", "byol", "autoencoder"}
     for modality in ("raster", "stroke"):
+        for generic in ("simclr", "byol", "autoencoder"):  # a frozen placeholder classifier
+            assert build_algorithm(generic, modality).num_outputs(345) == 1
         assert build_algorithm("rotation", modality).num_outputs(345) == 4
         assert build_algorithm("deformation", modality).num_outputs(345) == 2
         assert build_algorithm("supervised", modality).num_outputs(345) == 345

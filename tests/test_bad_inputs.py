@@ -171,7 +171,7 @@ def test_damaged_checkpoint_on_resume(out, capsys, damage):
         message = "last.pt: corrupt checkpoint (tensor data does not match its checksum)"
     else:  # weights saved by some other tool
         torch.save({"model": {}, "epoch": 1, "config": {}}, path)
-        message = "last.pt: not a training checkpoint (missing optimizer, rng, best_acc, num_outputs)"
+        message = "last.pt: not a training checkpoint (missing optimizer, rng, num_outputs, best_value)"
     before = snapshot(out)
     fails_with(capsys, "tcn", tiny_args(out, NAME, "--resume", "--epochs", "2"), message)
     assert snapshot(out) == before  # the damaged file is left for the user to inspect

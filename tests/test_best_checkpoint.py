@@ -83,7 +83,8 @@ def assert_consistent(run: Path) -> None:
     last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
     recorded = max(last["history"], key=lambda r: r["val_acc"])
     assert last["best_epoch"] == recorded["epoch"] == best["epoch"] == best["best_epoch"]
-    assert last["best_acc"] == recorded["val_acc"] == best["best_acc"]
+    assert last["best_metric"] == best["best_metric"] == "val_acc" and last["best_mode"] == "max"
+    assert last["best_value"] == recorded["val_acc"] == best["best_value"]
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,7 @@ def assert_same_run(a: dict, b: dict):
             assert torch.equal(value, other) if torch.is_tensor(value) else value == other, (index, key)
     strip = lambda history: [{k: v for k, v in h.items() if k != "seconds"} for h in history]  # noqa: E731
     assert strip(a["history"]) == strip(b["history"])
-    assert a["best_acc"] == b["best_acc"] and a["epoch"] == b["epoch"]
+    assert a["best_value"] == b["best_value"] and a["epoch"] == b["epoch"]
 
 
 def run_dir(out, name):

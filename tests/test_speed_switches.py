@@ -60,18 +60,18 @@ def test_persistent_workers_keep_one_loader_and_give_the_same_loss_curve(tmp_pat
 
     cfg = load_config("tcn_rotation", {**TINY, **extra, "train.out": str(tmp_path / "loaders")})
     trainer = Trainer(cfg, progress=False)
-    first, _ = trainer._train_loader(1, 0)
+    first, _ = trainer.train_loader(1, 0)
     epoch1 = [y.tolist() for _, y in first]
-    second, _ = trainer._train_loader(2, 1)  # epoch 2, resumed after its first step
+    second, _ = trainer.train_loader(2, 1)  # epoch 2, resumed after its first step
     assert second is first and first.persistent_workers  # one loader, the same workers
     epoch2 = [y.tolist() for _, y in second]
     assert len(epoch1) == 2 and len(epoch2) == 1  # 8 sketches / batch 4; one step skipped
     fresh = load_config("tcn_rotation", {**TINY, "train.out": str(tmp_path / "fresh")})
     reference = Trainer(fresh, progress=False)
-    assert epoch1 == [y.tolist() for _, y in reference._train_loader(1, 0)[0]]
-    assert epoch2 == [y.tolist() for _, y in reference._train_loader(2, 1)[0]]
+    assert epoch1 == [y.tolist() for _, y in reference.train_loader(1, 0)[0]]
+    assert epoch2 == [y.tolist() for _, y in reference.train_loader(2, 1)[0]]
     assert trainer._val_loader() is trainer._val_loader()
-    assert reference._train_loader(1, 0)[0] is not reference._train_loader(1, 0)[0]  # off: a loader per epoch
+    assert reference.train_loader(1, 0)[0] is not reference.train_loader(1, 0)[0]  # off: a loader per epoch
 
 
 def test_cpu_bf16_runs_bfloat16_on_channels_last_and_stays_near_float32(tmp_path, monkeypatch, capsys):
@@ -96,10 +96,11 @@ def test_cpu_bf16_runs_bfloat16_on_channels_last_and_stays_near_float32(tmp_path
     assert trainer._channels_last and conv.weight.is_contiguous(memory_format=torch.channels_last)
     float32 = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
     x = torch.stack([trainer.train_set[i][0] for i in range(4)])
-    inputs, targets = trainer._inputs(x, torch.zeros(4, dtype=torch.long))
+    inputs, targets = trainer.prepare_batch((x, torch.zeros(4, dtype=torch.long)))
+    assert inputs.is_contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         with trainer._autocast():
-            logits = trainer.net(inputs)
+            logits = trainer.model(inputs)
         reference = float32(inputs.contiguous())
     assert reference.dtype == torch.float32 and logits.dtype == torch.bfloat16  # autocast is on for the CPU
     gap = (logits.float() - reference).norm() / reference.norm()
