@@ -281,14 +281,16 @@ class Trainer:
         self._channels_last = ((on_cuda and t.channels_last) or cpu_bf16) and cfg.data.modality == "raster"
         if self._channels_last:
             self.networks = self.networks.to(memory_format=torch.channels_last)
+        if t.compile:
+            # The encoder's forward is compiled (the algorithm's loss and metrics, with their
+            # .item() calls, stay eager); checkpoints keep self.model's plain keys, and the
+            # compiled wrapper shares its parameters (optimiser, BYOL's EMA pairs unchanged).
+            self.networks.encoder = torch.compile(self.model)
         self.net: torch.nn.Module = self.networks
         if self.dist.enabled:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.networks, device_ids=[self.device.index] if on_cuda else None
             )
-        if t.compile:
-            # Only the forward wrapper is compiled; checkpoints keep the plain modules' keys.
-            self.net = torch.compile(self.net)
 
     def _steps_in_epoch(self) -> int:
         """Global optimiser steps per epoch (the same for every epoch)."""
@@ -473,9 +475,16 @@ class Trainer:
         return loader
 
     # ------------------------------------------------------------------ one step
-    def _to_device(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch[0], batch[1]
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+    def _to_device(self, batch: Any) -> Any:
+        """Every tensor of a loader batch on the training device; tuples, lists and dicts
+        keep their shape (a paired batch ``((raster, strokes), y)`` moves like ``(x, y)``)."""
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
 
     def _memory_format(self, views: Any) -> Any:
         """Raster tensors (4-d) of the views channels-last when the run asks for it."""
@@ -505,7 +514,7 @@ class Trainer:
         """A loader batch ``(x, y)`` -> the algorithm's views on the device: pretext views
         and targets, or random augmentations (from :meth:`train_draws` unless ``draws`` is
         given), channels-last when the run asks for it."""
-        x, y = self._to_device(batch)
+        x, y = self._to_device(batch)[:2]
         return self._memory_format(self._prepare(x, y, draws if draws is not None else self.train_draws()))
 
     def forward(self, views: Any) -> StepOutput:

@@ -1,6 +1,6 @@
 """The reproduction study (issue 8): pretrain, evaluate and tabulate on real Quick, Draw! sketches.
 
-    python scripts/study.py                        # the whole CPU study, ~45 min on 2 cores
+    python scripts/study.py                        # the whole CPU study, ~2.5 h on 2 cores
     python scripts/study.py --dry-run              # print every command, run nothing
     python scripts/study.py --scale full --dry-run # the same study at the paper's scale (GPU)
     python scripts/study.py --table-only           # rebuild the table from finished runs
@@ -17,11 +17,14 @@ are the project's public entry points (``python -m data.prepare``, ``train_cnn.p
    dominate;
 2. **train** every experiment with the study's overrides (smaller rasters, fewer epochs,
    smaller batches: :data:`SCALES`); TCN and AlexNet-BN runs for several seeds, the
-   ResNet (slow, and untrained at this scale) for one;
+   ResNet (slow, and untrained at this scale) for one; the generic self-supervised
+   baselines (SimCLR, BYOL, autoencoder: ``GENERIC``) on the same encoders with the same
+   overrides, for the seeds ``SCALES[...]["generic_*_seeds"]`` name;
 3. **evaluate** groups of rows with ``eval_retrieval.py`` (retrieval mAP, precision@K,
    linear probe), features cached per checkpoint;
 4. **tabulate**: mean and standard deviation over seeds, the paper's claims checked one by
-   one, wall-clock per command; written to ``<work>/results.json`` and between the markers
+   one (among them "sketch-specific beats generic", per branch and per method), wall-clock
+   per command; written to ``<work>/results.json`` and between the markers
    of ``docs/REPRODUCTION.md``.
 
 Nothing is lost on a crash: a finished run (its ``metrics.jsonl`` has the last epoch) is
@@ -63,6 +66,10 @@ SCALES = {
         "tcn_seeds": [0, 1, 2],
         "cnn_seeds": [0, 1, 2],
         "resnet_seeds": [0],  # 12 min a run here, and it learns nothing at this scale (see the doc)
+        # The generic baselines (issue 17) with the same overrides, data and evaluation as the
+        # paper's tasks of their branch. GENERIC_SEEDS_CPU_NOTE (below) gives the measured cost.
+        "generic_cnn_seeds": [0, 1, 2],
+        "generic_tcn_seeds": [0, 1, 2],
     },
     # The paper's scale: the experiment configs as they are (224 px, 10 epochs, batch 256 /
     # 512, the released schedules) on the full download, on one CUDA GPU.
@@ -76,6 +83,8 @@ SCALES = {
         "tcn_seeds": [0, 1, 2],
         "cnn_seeds": [0],  # each CNN seed is ~45 min (AlexNet) / ~2 h (ResNet) of GPU time
         "resnet_seeds": [0],
+        "generic_cnn_seeds": [0],  # ~15-35 min of GPU time each (docs/REPRODUCTION.md)
+        "generic_tcn_seeds": [0, 1, 2],
     },
     # A plumbing check of this script (a minute on 2 cores): 6 classes, 2 steps per run.
     # Its numbers mean nothing.
@@ -90,12 +99,18 @@ SCALES = {
         "tcn_seeds": [0, 1],
         "cnn_seeds": [0, 1],
         "resnet_seeds": [0],
+        "generic_cnn_seeds": [0],
+        "generic_tcn_seeds": [0, 1],
     },
 }
 
 CNN_RUNS = ("cnn_rotation", "cnn_deform", "cnn_rotation_resnet", "cnn_supervised")
 TCN_RUNS = ("tcn_rotation", "tcn_deform", "tcn_rotation_dilated", "tcn_supervised")
 RESNET_RUN = "cnn_rotation_resnet"  # trained for SCALES[...]["resnet_seeds"] only
+# The generic self-supervised baselines, each on both branches (config/{cnn,tcn}_<method>.py).
+GENERIC = ("simclr", "byol", "autoencoder")
+CNN_GENERIC_RUNS = tuple(f"cnn_{m}" for m in GENERIC)
+TCN_GENERIC_RUNS = tuple(f"tcn_{m}" for m in GENERIC)
 
 
 @dataclass
@@ -145,6 +160,14 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
                               ["train_tcn.py", "--exp", exp, "--data", store, "--out", str(runs / f"seed{seed}"),
                                "--seed", str(seed), *s["tcn"], *s["train_extra"]],
                               run_dir=run(exp, seed), epochs=epochs_of(s["tcn"], 10)))
+    # The generic baselines: the same entry points, overrides, store and seeds.
+    for branch, exps in (("cnn", CNN_GENERIC_RUNS), ("tcn", TCN_GENERIC_RUNS)):
+        for seed in s[f"generic_{branch}_seeds"]:
+            for exp in exps:
+                steps.append(Step(f"train-{exp}-seed{seed}", "train",
+                                  [f"train_{branch}.py", "--exp", exp, "--data", store, "--out",
+                                   str(runs / f"seed{seed}"), "--seed", str(seed), *s[branch], *s["train_extra"]],
+                                  run_dir=run(exp, seed), epochs=epochs_of(s[branch], 10)))
 
     def ev(key: str, rows: list[str], args: list[str], pictures: bool = False) -> Step:
         argv = ["eval_retrieval.py", *args, *s["probe"], "--json", str(results / f"{key}.json"), "--no-progress"]
@@ -176,6 +199,17 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
         steps.append(ev(f"eval-fusions-seed{seed}", ["fuse_tcn_rot_deform", "fuse_dual_supervised"],
                         ["--fuse", ckpt("tcn_rotation", seed), ckpt("tcn_deform", seed),
                          "--fuse", ckpt("cnn_supervised", c), ckpt("tcn_supervised", seed)]))
+    # The generic baselines, evaluated like the paper's tasks (same splits, layers, probe);
+    # their random-init rows are those above (same architecture, same seeds).
+    for branch, exps in (("cnn", CNN_GENERIC_RUNS), ("tcn", TCN_GENERIC_RUNS)):
+        for seed in s[f"generic_{branch}_seeds"]:
+            first, *rest = exps
+            steps.append(ev(f"eval-{branch}-generic-seed{seed}", list(exps),
+                            ["--ckpt", ckpt(first, seed)] + [a for e in rest for a in ("--baseline", ckpt(e, seed))]))
+    # Dual branch of each generic method (its CNN + its TCN, same seed), against the paper's.
+    for seed in sorted(set(s["generic_cnn_seeds"]) & set(s["generic_tcn_seeds"])):
+        steps.append(ev(f"eval-generic-dual-seed{seed}", [f"fuse_dual_{m}" for m in GENERIC],
+                        [a for m in GENERIC for a in ("--fuse", ckpt(f"cnn_{m}", seed), ckpt(f"tcn_{m}", seed))]))
     return steps
 
 
@@ -184,22 +218,33 @@ TABLE = (
     ("random_alexnet", "random init, AlexNet-BN (CNN)", None),
     ("cnn_rotation", "AlexNet-BN, rotation (`cnn_rotation`)", "random_alexnet"),
     ("cnn_deform", "AlexNet-BN, deformation (`cnn_deform`)", "random_alexnet"),
+    ("cnn_simclr", "AlexNet-BN, SimCLR (`cnn_simclr`, generic)", "random_alexnet"),
+    ("cnn_byol", "AlexNet-BN, BYOL (`cnn_byol`, generic)", "random_alexnet"),
+    ("cnn_autoencoder", "AlexNet-BN, autoencoder (`cnn_autoencoder`, generic)", "random_alexnet"),
     ("random_resnet", "random init, ResNet-18 (CNN)", None),
     ("cnn_rotation_resnet", "ResNet-18, rotation (`cnn_rotation_resnet`)", "random_resnet"),
     ("random_tcn", "random init, TCN", None),
     ("tcn_rotation", "TCN, rotation (`tcn_rotation`)", "random_tcn"),
     ("tcn_deform", "TCN, deformation (`tcn_deform`)", "random_tcn"),
+    ("tcn_simclr", "TCN, SimCLR (`tcn_simclr`, generic)", "random_tcn"),
+    ("tcn_byol", "TCN, BYOL (`tcn_byol`, generic)", "random_tcn"),
+    ("tcn_autoencoder", "TCN, autoencoder (`tcn_autoencoder`, generic)", "random_tcn"),
     ("random_tcn_dilated", "random init, dilated TCN", None),
     ("tcn_rotation_dilated", "dilated TCN, rotation (`tcn_rotation_dilated`)", "random_tcn_dilated"),
     ("fuse_dual", "fusion CNN + TCN: cnn_rotation + tcn_rotation (dual branch)", "random_fuse_dual"),
     ("random_fuse_dual", "random init, fused AlexNet-BN + TCN", None),
+    ("fuse_dual_simclr", "fusion CNN + TCN: cnn_simclr + tcn_simclr (generic dual branch)", None),
+    ("fuse_dual_byol", "fusion CNN + TCN: cnn_byol + tcn_byol (generic dual branch)", None),
+    ("fuse_dual_autoencoder", "fusion CNN + TCN: cnn_autoencoder + tcn_autoencoder (generic dual branch)", None),
     ("fuse_cnn_rot_deform", "fusion rotation + deformation, CNN: cnn_rotation + cnn_deform", None),
     ("fuse_tcn_rot_deform", "fusion rotation + deformation, TCN: tcn_rotation + tcn_deform", None),
     ("cnn_supervised", "supervised AlexNet-BN (`cnn_supervised`)", None),
     ("tcn_supervised", "supervised TCN (`tcn_supervised`)", None),
     ("fuse_dual_supervised", "fusion of the supervised CNN + TCN", None),
 )
-METRICS = (("mAP", "mAP"), ("P@10", "P@10"), ("top1", "probe top-1"))
+# (key, column); the kNN column appears when the evaluation reports a kNN classifier (its
+# rows carry "knn": {"top1": ...}); columns with no value in any row are left out.
+METRICS = (("mAP", "mAP"), ("P@10", "P@10"), ("top1", "probe top-1"), ("knn", "kNN top-1"))
 
 
 # ----------------------------------------------------------------------------- running
@@ -282,7 +327,8 @@ def collect(steps: list[Step]) -> dict:
             raise SystemExit(f"[study] {path}: {len(rows)} rows, expected {len(step.rows)} ({', '.join(step.rows)})")
         seed = int(step.key.rsplit("seed", 1)[1])
         for rid, row in zip(step.rows, rows):
-            vals = {"mAP": row["mAP"], "P@10": row["P@10"], "top1": (row.get("probe") or {}).get("top1")}
+            vals = {"mAP": row["mAP"], "P@10": row["P@10"], "top1": (row.get("probe") or {}).get("top1"),
+                    "knn": (row.get("knn") or {}).get("top1")}
             for m, v in vals.items():
                 out.setdefault(rid, {}).setdefault(m, []).append([seed, v])
     return out
@@ -306,6 +352,21 @@ def fmt(pairs: list, pct: bool = True) -> str:
     return f"{mean * scale:.2f} ± {sd * scale:.2f}" if n > 1 else f"{mean * scale:.2f}"
 
 
+# Rows the dual-branch and gap-to-supervised claims compare.
+FUSION_CLAIM_ROWS = {"cnn_rotation", "tcn_rotation", "cnn_deform", "tcn_deform", "fuse_dual", "fuse_cnn_rot_deform",
+                     "fuse_tcn_rot_deform", "cnn_supervised", "tcn_supervised", "fuse_dual_supervised"}
+
+
+def verdict(res: dict, a: str, b: str) -> str:
+    """Does row ``a`` beat row ``b`` in retrieval mAP? The rule stated under the table."""
+    (ma, sa, na), (mb, sb, nb) = stats(res[a]["mAP"]), stats(res[b]["mAP"])
+    if ma <= mb:
+        return "does not hold"
+    if na < 2 and nb < 2:
+        return "holds (one seed: spread unknown)"
+    return "holds" if ma > mb + max(sa, sb) else "holds, within seed spread"
+
+
 def claims(res: dict) -> list[tuple[str, str, str]]:
     """(claim, evidence, verdict) for each comparison the paper's claims imply."""
     out = []
@@ -314,18 +375,16 @@ def claims(res: dict) -> list[tuple[str, str, str]]:
         return stats(res[rid]["mAP"])
 
     def beats(a: str, b: str) -> str:
-        (ma, sa, na), (mb, sb, nb) = m(a), m(b)
-        if ma <= mb:
-            return "does not hold"
-        if na < 2 and nb < 2:
-            return "holds (one seed: spread unknown)"
-        return "holds" if ma > mb + max(sa, sb) else "holds, within seed spread"
+        return verdict(res, a, b)
 
     for rid, what, ref in TABLE:
         if ref is None or rid not in res or ref not in res:
             continue
         ma, mb = m(rid)[0], m(ref)[0]
         out.append((f"{rid} beats {ref} (retrieval mAP)", f"{100 * ma:.2f} vs {100 * mb:.2f}", beats(rid, ref)))
+    out += generic_claims(res)
+    if not FUSION_CLAIM_ROWS <= set(res):  # a partial table (--table-only on unfinished work)
+        return out
     singles = ("cnn_rotation", "tcn_rotation")
     best_single = max(singles, key=lambda r: m(r)[0])
     out.append(("dual branch (fuse_dual) beats its best single branch",
@@ -356,20 +415,63 @@ def claims(res: dict) -> list[tuple[str, str, str]]:
     return out
 
 
+def generic_claims(res: dict) -> list[tuple[str, str, str]]:
+    """The paper's other claim: its sketch-specific tasks beat generic self-supervised
+    learning. Per branch, the better sketch-specific task (rotation or deformation, by mean
+    mAP) against each generic method, then one verdict for the branch; and the paper's dual
+    branch against the best generic dual branch."""
+    out = []
+
+    def m(rid: str) -> tuple[float, float, int]:
+        return stats(res[rid]["mAP"])
+
+    def beats(a: str, b: str) -> str:
+        return verdict(res, a, b)
+    for branch, tasks, generics in (("CNN", ("cnn_rotation", "cnn_deform"), CNN_GENERIC_RUNS),
+                                    ("TCN", ("tcn_rotation", "tcn_deform"), TCN_GENERIC_RUNS)):
+        tasks = [t for t in tasks if t in res]
+        generics = [g for g in generics if g in res]
+        if not tasks or not generics:
+            continue
+        best = max(tasks, key=lambda r: m(r)[0])
+        verdicts = []
+        for g in generics:
+            verdicts.append((g, beats(best, g)))
+            out.append((f"{branch}: sketch-specific ({best}) beats generic {g}",
+                        f"{100 * m(best)[0]:.2f} vs {100 * m(g)[0]:.2f}", verdicts[-1][1]))
+        lost = [g for g, v in verdicts if v == "does not hold"]
+        close = [g for g, v in verdicts if "within seed spread" in v]
+        summary = ("does not hold (" + ", ".join(f"{g} {100 * m(g)[0]:.2f}" for g in lost) + " win)" if lost
+                   else "holds, within seed spread of " + ", ".join(close) if close else "holds")
+        out.append((f"{branch}: sketch-specific beats every generic method",
+                    f"{best} {100 * m(best)[0]:.2f}; best generic {max(generics, key=lambda r: m(r)[0])} "
+                    f"{100 * max(m(g)[0] for g in generics):.2f}", summary))
+    duals = [f"fuse_dual_{g}" for g in GENERIC if f"fuse_dual_{g}" in res]
+    if duals and "fuse_dual" in res:
+        best_dual = max(duals, key=lambda r: m(r)[0])
+        out.append((f"paper's dual branch (fuse_dual) beats the best generic dual branch ({best_dual})",
+                    f"{100 * m('fuse_dual')[0]:.2f} vs {100 * m(best_dual)[0]:.2f}", beats("fuse_dual", best_dual)))
+    return out
+
+
 def table_markdown(res: dict, steps: list[Step], timings: dict, scale: str) -> str:
     s = SCALES[scale]
-    lines = ["| row | encoder | seeds | mAP (%) | P@10 (%) | probe top-1 (%) |", "|---|---|---|---|---|---|"]
+    shown = [(k, name) for k, name in METRICS
+             if any(v is not None for r in res.values() for _, v in r.get(k, []))]
+    lines = ["| row | encoder | seeds | " + " | ".join(f"{name} (%)" for _, name in shown) + " |",
+             "|---|---|---|" + "---|" * len(shown)]
     for rid, what, _ in TABLE:
         if rid not in res:
             continue
         n = stats(res[rid]["mAP"])[2]
-        lines.append(f"| `{rid}` | {what} | {n} | " + " | ".join(fmt(res[rid][k]) for k, _ in METRICS) + " |")
+        lines.append(f"| `{rid}` | {what} | {n} | " + " | ".join(fmt(res[rid].get(k, [])) for k, _ in shown) + " |")
     def listed(seeds: list[int]) -> str:
         return ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(map(str, seeds))
 
     lines += ["", f"Mean ± sample standard deviation over the seeds a row has: TCN runs "
               f"{listed(s['tcn_seeds'])}, AlexNet-BN runs {listed(s['cnn_seeds'])}, ResNet-18 runs "
-              f"{listed(s['resnet_seeds'])}; a fused row pairs CNN seed s with TCN seed s.", "",
+              f"{listed(s['resnet_seeds'])}, generic baselines {listed(s['generic_cnn_seeds'])} (CNN) and "
+              f"{listed(s['generic_tcn_seeds'])} (TCN); a fused row pairs CNN seed s with TCN seed s.", "",
               "| claim | evidence (mAP %) | verdict |", "|---|---|---|"]
     lines += [f"| {c} | {e} | {v} |" for c, e, v in claims(res)]
     lines += ["", "Verdict rule: *holds* when the mean is higher by more than the larger seed standard "

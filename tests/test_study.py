@@ -65,8 +65,10 @@ def test_every_planned_command_is_a_valid_project_command(tmp_path, scale):
 
 def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
     steps = study.plan(tmp_path, "cpu", "q")
-    cnn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_cnn.py"]
-    tcn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_tcn.py"]
+    cnn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_cnn.py" and s.argv[2] in study.CNN_RUNS]
+    tcn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_tcn.py" and s.argv[2] in study.TCN_RUNS]
+    generic = [s for s in steps if s.kind == "train" and s.argv[2] in study.CNN_GENERIC_RUNS + study.TCN_GENERIC_RUNS]
+    assert len(cnn) + len(tcn) + len(generic) == sum(s.kind == "train" for s in steps)
     assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS)
     assert len(cnn) == (len(study.CNN_RUNS) - 1) * 3 + 1  # three seeds per CNN run, one for the ResNet
     assert len(tcn) == len(study.TCN_RUNS) * 3  # three seeds per TCN run
@@ -78,6 +80,52 @@ def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
     args = train_parser("cnn").parse_args(cnn[0].argv[1:])
     cfg = load_config("cnn_rotation", overrides_from_args(args))
     assert cfg.data.image_size == 112 and cfg.model.name == "alexnet"
+
+
+def test_generic_baselines_get_the_same_overrides_data_seeds_and_evaluation(tmp_path):
+    steps = study.plan(tmp_path, "cpu", "q")
+    s = study.SCALES["cpu"]
+    for branch, runs, paper in (("cnn", study.CNN_GENERIC_RUNS, "cnn_rotation"),
+                                ("tcn", study.TCN_GENERIC_RUNS, "tcn_rotation")):
+        reference = next(st for st in steps if st.key == f"train-{paper}-seed0")
+        for seed in s[f"generic_{branch}_seeds"]:
+            for exp in runs:
+                step = next(st for st in steps if st.key == f"train-{exp}-seed{seed}")
+                # everything but the experiment and seed is the paper's run's command
+                same = [a for a in step.argv if a not in (exp, str(seed)) and f"seed{seed}" not in a]
+                ref = [a for a in reference.argv if a not in (paper, "0") and "seed0" not in a]
+                assert same == ref, (step.key, same, ref)
+            ev = next(st for st in steps if st.key == f"eval-{branch}-generic-seed{seed}")
+            assert ev.rows == list(runs)
+            paper_eval = next(st for st in steps if st.key == f"eval-{branch}-seed0")
+            tail = lambda argv: argv[argv.index("--probe"):argv.index("--json")]  # noqa: E731
+            assert tail(ev.argv) == tail(paper_eval.argv)  # the same probe recipe
+    for seed in set(s["generic_cnn_seeds"]) & set(s["generic_tcn_seeds"]):
+        dual = next(st for st in steps if st.key == f"eval-generic-dual-seed{seed}")
+        assert dual.rows == [f"fuse_dual_{m}" for m in study.GENERIC]
+        groups = [i for i, a in enumerate(dual.argv) if a == "--fuse"]
+        for i, m in zip(groups, study.GENERIC):
+            assert dual.argv[i + 1].endswith(f"seed{seed}/cnn_{m}/best.pt")
+            assert dual.argv[i + 2].endswith(f"seed{seed}/tcn_{m}/best.pt")
+
+
+def test_generic_claims_per_branch_follow_the_rule():
+    res = _res(cnn_rotation=[0.30, 0.31, 0.32], cnn_deform=[0.20, 0.20, 0.20],
+               cnn_simclr=[0.20, 0.21, 0.22],  # 31 vs 21, sd 1: holds
+               cnn_byol=[0.30, 0.305, 0.31],  # 31 vs 30.5: within spread
+               cnn_autoencoder=[0.10, 0.10, 0.10],
+               tcn_rotation=[0.10, 0.10, 0.10], tcn_deform=[0.12, 0.12, 0.12],  # deformation is the better task
+               tcn_simclr=[0.15, 0.15, 0.15], tcn_byol=[0.05, 0.05, 0.05],
+               fuse_dual=[0.40, 0.40, 0.40], fuse_dual_simclr=[0.35, 0.35, 0.35], fuse_dual_byol=[0.41, 0.41, 0.41])
+    claims = {c: (e, v) for c, e, v in study.generic_claims(res)}
+    assert claims["CNN: sketch-specific (cnn_rotation) beats generic cnn_simclr"] == ("31.00 vs 21.00", "holds")
+    assert claims["CNN: sketch-specific (cnn_rotation) beats generic cnn_byol"][1] == "holds, within seed spread"
+    assert claims["CNN: sketch-specific beats every generic method"][1] == "holds, within seed spread of cnn_byol"
+    assert claims["TCN: sketch-specific (tcn_deform) beats generic tcn_simclr"] == ("12.00 vs 15.00", "does not hold")
+    assert claims["TCN: sketch-specific beats every generic method"] == (
+        "tcn_deform 12.00; best generic tcn_simclr 15.00", "does not hold (tcn_simclr 15.00 win)")
+    assert claims["paper's dual branch (fuse_dual) beats the best generic dual branch (fuse_dual_byol)"] == (
+        "40.00 vs 41.00", "does not hold")
 
 
 def _write_eval(path: Path, values: list[tuple[float, float, float | None]]) -> None:
@@ -95,7 +143,7 @@ def test_collect_maps_rows_by_position_and_seed(tmp_path):
     _write_eval(tmp_path / "a.json", [(0.5, 0.4, 0.3), (0.2, 0.1, None)])
     _write_eval(tmp_path / "b.json", [(0.6, 0.5, 0.4)])
     res = study.collect(steps)
-    assert res["tcn_rotation"] == {"mAP": [[1, 0.5]], "P@10": [[1, 0.4]], "top1": [[1, 0.3]]}
+    assert res["tcn_rotation"] == {"mAP": [[1, 0.5]], "P@10": [[1, 0.4]], "top1": [[1, 0.3]], "knn": [[1, None]]}
     assert res["random_tcn"]["top1"] == [[1, None]]
     assert res["cnn_rotation"]["mAP"] == [[2, 0.6]]
     _write_eval(tmp_path / "b.json", [(0.6, 0.5, 0.4), (0.1, 0.1, 0.1)])
@@ -176,3 +224,12 @@ def test_an_existing_store_is_reused_only_for_the_same_prepare_command(tmp_path,
     other = study.plan(work, "cpu", "q")[0]
     with pytest.raises(SystemExit, match="prepared by another command"):
         study.execute([other], work, {})
+
+
+def test_the_knn_column_appears_only_when_the_evaluation_reports_it():
+    res = {"tcn_rotation": {"mAP": [[0, 0.5]], "P@10": [[0, 0.4]], "top1": [[0, 0.3]], "knn": [[0, None]]}}
+    header = study.table_markdown(res, [], {}, "cpu").splitlines()[0]
+    assert header == "| row | encoder | seeds | mAP (%) | P@10 (%) | probe top-1 (%) |"
+    res["tcn_rotation"]["knn"] = [[0, 0.25]]
+    lines = study.table_markdown(res, [], {}, "cpu").splitlines()
+    assert lines[0].endswith("| probe top-1 (%) | kNN top-1 (%) |") and lines[2].endswith("| 30.00 | 25.00 |")
