@@ -295,7 +295,8 @@ class Trainer:
     def _steps_in_epoch(self) -> int:
         """Global optimiser steps per epoch (the same for every epoch)."""
         t = self.cfg.train
-        full = EpochSampler(len(self.train_set), t.batch_size, seed=t.seed, epoch=1, drop_last=True,
+        # The count does not depend on the order (shuffle=False skips drawing a permutation).
+        full = EpochSampler(len(self.train_set), t.batch_size, seed=t.seed, epoch=1, shuffle=False, drop_last=True,
                             rank=self.dist.rank, world_size=self.dist.world_size).num_steps
         return min(full, t.max_steps_per_epoch) if t.max_steps_per_epoch else full
 

@@ -230,7 +230,8 @@ def test_trainer_step_equals_a_plain_reference_step_bit_for_bit(tmp_path, name):
                               weight_decay=o.weight_decay)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
-    loader, _ = trainer.train_loader(1)
+    loader, steps = trainer.train_loader(1)
+    assert steps == trainer.steps_per_epoch == 3  # 12 sketches in batches of 4
     trainer.networks.train()
     model.train()
     for _, batch in zip(range(2), loader):  # the second step uses momentum / Adam state
