@@ -5,7 +5,7 @@ On the GPU box (no network needed; the project's requirements installed), from t
     python bench/gpu_check.py --out $OUT/gpu_check 2>&1          # full check, ~5-7 min on one H200
     python bench/gpu_check.py --out DIR --quick                   # ~3 min: fewer steps, no compile rows
     python bench/gpu_check.py --out DIR --only train_cnn eval     # rerun some parts (preflight always runs)
-    python bench/gpu_check.py --out DIR --device cpu              # dry run on the CPU, tiny sizes (~30 s)
+    python bench/gpu_check.py --out DIR --device cpu              # dry run on the CPU, tiny sizes (~40 s on 2 cores)
 
 (``SKETCH_TEST_DEVICE=cpu`` selects the CPU dry run too, as it does for tests/test_cuda.py.)
 Through the device tool: ``python bench/gpu_check.py --out $OUT/gpu_check 2>&1`` with a
@@ -24,8 +24,9 @@ next one still runs:
 2. ``test_cuda``: ``pytest tests/test_cuda.py`` (passed / failed / skipped and failing names).
 3. ``store``: synthetic sketches written as Quick, Draw! simplified ndjson and packed by
    ``python -m data.prepare`` into a store, so that training reads sketches the way it reads
-   real data (the built-in generator costs ~1.5 ms a sketch on one core, ten times a store
-   read + render, and would make every loader look slow; ``--source generator`` uses it).
+   real data (the built-in generator costs ~1.8 ms a sketch with its 224 px render on one
+   core, ten times a store read + render, and would make every loader look slow;
+   ``--source generator`` uses it).
 4. ``bench_gpu``: ``bench/bench_gpu.py`` (AlexNet-BN and ResNet; fp32, bf16, bf16 +
    channels_last; model alone against the GPU's peak, and end to end with the real loader,
    --workers processes, on the store); its JSON is kept.
@@ -540,7 +541,8 @@ def child_preflight(plan: Plan) -> dict:
     problems = []
     if missing:
         info["missing_packages"] = missing
-        problems.append("missing requirements: " + "; ".join(f"{m} ({e})" for m, e in missing.items()))
+        problems.append("missing requirements: " + "; ".join(f"{m} ({e})" for m, e in missing.items())
+                        + " - the parts that use them will fail (carry wheels: bench/RESULTS.md, GPU check)")
     # The entry points import the whole project (engine, evaluation and the leaf packages).
     for module in ("train_cnn", "train_tcn", "eval_retrieval", "engine.trainer"):
         try:
@@ -777,6 +779,7 @@ def child_train(plan: Plan, part: str) -> dict:
     else:
         over["data.train_per_class"] = math.ceil(batch * (warm + steps) / plan.classes) + 1
     cfg = load_config(exp, over)
+    shutil.rmtree(Path(cfg.train.out) / cfg.name, ignore_errors=True)  # a --work folder used before
     device = torch.device(plan.device)
     on_cuda = device.type == "cuda"
 
