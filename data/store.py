@@ -122,9 +122,12 @@ def read_meta(path: str | Path) -> dict:
         raise StoreError(f"data path {path} does not exist")
     meta_path = path / "meta.json"
     if not meta_path.is_file():
+        # Suggest a new folder: prepare refuses to write over a folder that is not a store
+        # (such as the one holding the downloaded files).
+        holds_files = path.is_dir() and any(next(path.glob(f"*{suffix}"), None) for suffix in (".ndjson", ".bin", ".npz"))
         raise StoreError(
-            f"{path} is not a prepared sketch store (no meta.json); build one with "
-            "python -m data.prepare --src DIR --out " + str(path)
+            f"{path} is not a prepared sketch store (no meta.json); build one in a new folder, e.g. "
+            f"python -m data.prepare --src {path if holds_files else 'DIR'} --out {path.parent / (path.name + '_store')}"
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
