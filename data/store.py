@@ -290,13 +290,13 @@ class StoreSketches:
         """The split's stroke tensors, prepared once and cached beside the store.
 
         The cache is ``<store>/<split>/stroke_tensors_T<max_len>_<centred|topleft>/``:
-        ``rows.npy`` float32 (R + 1, 4) (every real row, then a zero row), ``offsets.npy`` int64 (N + 1,) and
-        ``meta.json`` (the encoding rule, its settings and the split's sha256), opened
-        memory-mapped. It is built on first use (a store prepared before this existed works
+        ``rows.npy`` float32 (R + 1, 4) (every real row, then a zero row), ``offsets.npy``
+        int64 (N + 1,) and ``meta.json`` (the encoding rule, its settings and the split's
+        sha256), opened memory-mapped. It is built on first use (a store prepared before this existed works
         as it is), and again when it no longer matches the split, the settings or the rule:
         written to a temporary folder and renamed into place, under a lock so that processes
-        starting together build it once. About 65 us a sketch on one core (the >100-point
-        simplification is most of it) and 440 bytes a sketch on disk: see bench/RESULTS.md.
+        starting together build it once. About 60 us a sketch on one core (the >100-point
+        simplification is most of it) and 774 bytes a sketch on disk: see bench/RESULTS.md.
         Where the store cannot be written (read-only), the tensors are built in memory for
         this process and a line says so.
         """
