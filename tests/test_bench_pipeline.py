@@ -3,28 +3,15 @@ shares, worker scaling and disk extrapolations agree with the rates and sizes it
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
-import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_scripts import ROOT, load_bench, restore_threads  # noqa: F401 (a fixture)
+
 QUICKDRAW = ROOT.parent / "shared" / "quickdraw"
-_spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "bench" / "bench_pipeline.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_pipeline"] = bench
-_spec.loader.exec_module(bench)
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    """main() pins torch to one thread; give the rest of the suite its threads back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+bench = load_bench("bench_pipeline")
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def number(cell: str) -> float:
