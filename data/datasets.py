@@ -9,19 +9,28 @@ Both datasets re-fit every drawing to the box with ``center=True`` by default. G
 simplified drawings are aligned to the *top-left* corner; a rotated copy of such a drawing
 sits against another corner, so a rotation classifier could read the turn off the
 drawing's position alone instead of its shape. Centring removes that shortcut.
+
+Whole batches. A DataLoader hands a dataset that has ``__getitems__`` the indices of a whole
+batch at once; both datasets use it to build the batch with array operations (the drawings
+of the batch packed into one array, fitted to the box at once; stroke tensors gathered from
+a split prepared once, :meth:`data.store.StoreSketches.stroke_tensors`; rasters drawn by
+:func:`data.render.render_packed`). ``__getitem__`` stays the per-sketch reference path, and
+the two give the same tensors bit for bit (tested on the real sample). ``batched = False``
+on a class or an instance makes ``__getitems__`` use the reference path too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .render import render
-from .sketch import BOX, Sketch, fit_to_box
-from .strokes import to_stroke_tensor
+from .render import render, render_packed
+from .sketch import BOX, Sketch, fit_packed, fit_to_box, pack_sketches
+from .strokes import PackedStrokeTensors, packed_stroke_rows, to_stroke_tensor
 
 
 class SketchSource(Protocol):
@@ -34,6 +43,10 @@ class SketchSource(Protocol):
 
 class _SketchDataset(Dataset):
     """Shared plumbing: the source, its labels and class metadata."""
+
+    batched: ClassVar[bool] = True
+    """Build DataLoader batches with array operations (``__getitems__``); False: one sketch
+    at a time through ``__getitem__``, the reference path."""
 
     def __init__(self, source: SketchSource, center: bool) -> None:
         self.source = source
@@ -62,6 +75,18 @@ class _SketchDataset(Dataset):
     def _fitted(self, i: int) -> tuple[tuple[np.ndarray, ...], int]:
         sketch = self.source[i]
         return fit_to_box(sketch.strokes, box=BOX, center=self.center), int(sketch.label)
+
+    def _packed_fitted(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """The batch packed (:mod:`data.sketch`) and fitted to the box, and its labels."""
+        packed = getattr(self.source, "packed", None)
+        if packed is not None:
+            xy, stroke_end, offsets, labels = packed(indices)
+            labels = np.asarray(labels).tolist()
+        else:
+            sketches = [self.source[i] for i in indices]
+            xy, stroke_end, offsets = pack_sketches(sketches)
+            labels = [int(s.label) for s in sketches]
+        return fit_packed(xy, offsets, box=BOX, center=self.center), stroke_end, offsets, labels
 
 
 class RasterDataset(_SketchDataset):
@@ -92,6 +117,17 @@ class RasterDataset(_SketchDataset):
         img = render(strokes, size=self.image_size, line_width=self.line_width, box=BOX)
         return torch.from_numpy(img).unsqueeze(0), label
 
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """``[self[i] for i in indices]``, the batch drawn at once (module docstring)."""
+        if not self.batched:
+            return [self[i] for i in indices]
+        xy, stroke_end, offsets, labels = self._packed_fitted(indices)
+        levels = render_packed(xy, stroke_end, offsets, size=self.image_size, line_width=self.line_width, box=BOX)
+        images = levels.astype(np.float32)
+        np.divide(images, np.float32(255.0), out=images)  # render()'s floats, bit for bit
+        images = torch.from_numpy(images).unsqueeze(1)
+        return list(zip(images.unbind(0), labels))
+
 
 class StrokeDataset(_SketchDataset):
     """Sketches as stroke tensors for the TCN branch.
@@ -111,7 +147,35 @@ class StrokeDataset(_SketchDataset):
         if max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         self.max_len = int(max_len)
+        self._tensors: PackedStrokeTensors | None = None
+        if self.batched:
+            self.prepared()  # here, in the main process: DataLoader workers then share it
+
+    def prepared(self) -> PackedStrokeTensors | None:
+        """The split's stroke tensors prepared once, when the source offers them (a store:
+        cached beside it, built on first use), else None. Opened when first asked for."""
+        if self._tensors is None:
+            opener = getattr(self.source, "stroke_tensors", None)
+            if opener is not None:
+                self._tensors = opener(self.max_len, center=self.center, box=BOX)
+        return self._tensors
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         strokes, label = self._fitted(i)
         return torch.from_numpy(to_stroke_tensor(strokes, max_len=self.max_len, box=BOX)), label
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """``[self[i] for i in indices]``: gathered from the prepared tensors when the source
+        has them, else packed and encoded at once (module docstring)."""
+        if not self.batched:
+            return [self[i] for i in indices]
+        table = self.prepared()
+        if table is not None:
+            tensors = table.gather(indices)
+            labels = np.asarray(self.labels[np.asarray(indices, dtype=np.int64)]).tolist()
+        else:
+            xy, stroke_end, offsets, labels = self._packed_fitted(indices)
+            table = PackedStrokeTensors.from_rows(*packed_stroke_rows(xy, stroke_end, offsets, self.max_len, BOX),
+                                                  self.max_len)
+            tensors = table.gather(np.arange(len(indices)))
+        return list(zip(torch.from_numpy(tensors).unbind(0), labels))
