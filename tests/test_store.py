@@ -458,7 +458,11 @@ def test_store_source_pickles_cheaply_and_works_in_workers(store):
     assert x.shape == (100, 4) and 0 <= y < 4
 
 
-def test_a_3_8_million_sketch_split_opens_in_well_under_a_second(tmp_path):
+def test_a_3_8_million_sketch_split_opens_without_reading_its_arrays(tmp_path, monkeypatch):
+    # What makes opening a full-size split cheap on any machine: every per-sketch array is
+    # memory-mapped, not read (checked on the np.load calls, not with a clock).
+    from data import store as store_module
+
     n, per = 3_829_500, 45
     root = tmp_path / "big"
     (root / "train").mkdir(parents=True)
@@ -472,13 +476,20 @@ def test_a_3_8_million_sketch_split_opens_in_well_under_a_second(tmp_path):
     meta = {"format": "quickdraw-sketch-store", "version": 1, "class_names": ["a"], "num_classes": 1,
             "splits": {"train": {"sketches": n, "points": n * per}}}
     (root / "meta.json").write_text(json.dumps(meta))
+    loads = {}
+    real_load = np.load
+
+    def load(file, *args, **kwargs):
+        loads[Path(getattr(file, "name", file)).name] = kwargs.get("mmap_mode")
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(store_module.np, "load", load)
     try:
-        t0 = time.perf_counter()
         src = StoreSketches(root, "train")
         last = src[n - 1]
-        opened = time.perf_counter() - t0
         assert len(src) == n and sum(len(s) for s in last.strokes) == per
-        assert opened < 1.0, f"opening took {opened:.2f}s"
+        assert loads and all(mode == "r" for mode in loads.values()), loads
+        assert {"points.npy", "offsets.npy"} <= set(loads)
         assert len(pickle.dumps(src)) < 2000
         assert src.labels.shape == (n,) and src.labels.dtype == np.int64
     finally:
