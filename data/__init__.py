@@ -14,7 +14,7 @@ reference) and a batched form on packed sketches (``fit_packed``, ``render_packe
 ``PackedStrokeTensors``: the loaders' path), equal bit for bit.
 """
 
-from .datasets import RasterDataset, StrokeDataset
+from .datasets import PairedDataset, RasterDataset, SketchPair, StrokeDataset
 from .formats import FormatError, Report, categories, read_binary, read_ndjson, read_npz, read_sketches
 from .render import line_thickness, render, render_packed
 from .simplify import simplify_raw
@@ -49,6 +49,8 @@ __all__ = [
     "save_preview",
     "RasterDataset",
     "StrokeDataset",
+    "PairedDataset",
+    "SketchPair",
     "FormatError",
     "Report",
     "categories",
