@@ -234,6 +234,8 @@ def make_plan(args: argparse.Namespace, rows: list[Descriptor], ckpt: Path | Non
               identity: dict) -> Plan:
     """Where the results go and their name; refuses a ``--name`` that holds another evaluation."""
     home = (ckpt.parent if ckpt is not None else fuse_specs[0][0].path.parent) / RESULTS_FOLDER
+    if args.json and args.name:
+        raise ConfigError("give --name (a result in <run>/eval/) or --json (a file of your choice), not both")
     if args.json:
         base = Path(args.json).with_suffix("")
         return Plan(rows, ckpt, base, home, base.name)

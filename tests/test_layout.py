@@ -54,3 +54,29 @@ def test_evaluation_module_names_are_used_by_no_other_package():
     ours = names("evaluation")
     clash = {n: p for p in PACKAGES if p != "evaluation" for n in names(p) & ours}
     assert clash == {}
+
+
+#: The evaluation's modules in pipeline order: each may import only those before it
+#: (``run`` and ``extract``, the callers, may import them all).
+EVALUATION_ORDER = ("output_files", "feature_matrix", "encoders", "features", "descriptors", "metrics", "report",
+                    "pictures")
+
+
+def test_evaluation_stages_only_import_earlier_stages():
+    backwards = []
+    for path in sorted((ROOT / "evaluation").rglob("*.py")):
+        rel = path.relative_to(ROOT / "evaluation").with_suffix("")
+        me = rel.parts[0]
+        if me in ("run", "extract", "__init__"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("evaluation"):
+                continue
+            if node.module == "evaluation":  # from evaluation import features, report
+                others = [alias.name for alias in node.names]
+            else:
+                others = [node.module.split(".")[1]]
+            for other in others:
+                if other != me and EVALUATION_ORDER.index(other) >= EVALUATION_ORDER.index(me):
+                    backwards.append(f"{rel}: {other}")
+    assert backwards == []

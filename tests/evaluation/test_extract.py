@@ -2,7 +2,6 @@
 the same features the evaluation computes for the same sketches, rankings, bad input."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -95,7 +95,7 @@ def test_shape_errors():
 
 
 # ---------------------------------------------------------------------------- exact, chunked, streamed
-from evaluation.feature_matrix import NpyReader, NpyWriter, TensorSource, read_rows  # noqa: E402
+from evaluation.feature_matrix import NpyReader, NpyWriter  # noqa: E402
 from evaluation.metrics.retrieval import (  # noqa: E402
     plan_chunks,
     ranking_keys,

@@ -274,6 +274,7 @@ def test_a_full_disk_is_one_line_and_earlier_files_stay_intact(runs, tmp_path, f
         (["--ckpt", "/no/such.pt"], "no such checkpoint"),
         (["--ckpt", "RUN", "--name", "a/b"], "--name 'a/b': use letters"),
         (["--ckpt", "RUN", "--knn-temperature", "0"], "--knn-temperature > 0"),
+        (["--ckpt", "RUN", "--name", "a", "--json", "b.json"], "not both"),
         ([], "nothing to evaluate"),
     ],
 )
