@@ -564,7 +564,7 @@ def test_prepare_killed_with_sigkill_then_rerun_gives_the_same_store(tmp_path):
 def test_feature_cache_key_changes_when_a_store_is_reprepared_at_the_same_path(tmp_path):
     # Evaluation caches features keyed by the data they came from; a store re-prepared in
     # place (other seed, so other sketches per split) must not reuse the old features.
-    from engine.features import data_digest
+    from evaluation.features import data_digest
 
     out = tmp_path / "store"
     over = {"data.source": "store", "data.path": str(out)}
