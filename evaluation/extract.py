@@ -51,7 +51,7 @@ from engine.cli import parse_set, run_cli
 from evaluation import encoders, features, pictures
 from evaluation.features import FeatureCache
 from evaluation.metrics.retrieval import topk_indices
-from evaluation.output_files import OutputWriteError, write_output, write_text
+from evaluation.output_files import write_output, write_text
 
 __all__ = ["SketchFeatures", "read_sketch_files", "sketch_features", "rank_against_gallery", "extract_main"]
 
@@ -260,9 +260,6 @@ def extract_main(argv: Sequence[str] | None = None) -> int:
     args = extract_parser().parse_args(argv)
     try:
         return run_cli(lambda: run_extract(args) and None)
-    except OutputWriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     finally:
         distributed.cleanup()
 

@@ -5,7 +5,7 @@ results index) is written to a temporary file beside its target and renamed over
 (:mod:`utils.atomic`), so a crash or a full disk leaves the previous file, never half a
 file. A write that fails raises :class:`OutputWriteError`, whose message is one line naming
 the file and saying that what was written before it is intact; the command line prints it
-and exits with status 1.
+and exits with status 2.
 
 Feature files are large and written over minutes, so their temporaries are *locked*
 (:class:`LockedTemporary`, an exclusive ``flock`` held until the rename). A temporary whose
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from utils.atomic import atomic_write, fsync_dir, remove_stale_temporaries
+from utils.atomic import WriteError, atomic_write, fsync_dir, remove_stale_temporaries
 
 #: A temporary untouched for this long, with no writer holding its lock, is stale.
 STALE_AFTER_S = 60.0
@@ -31,14 +31,16 @@ STALE_AFTER_S = 60.0
 CACHE_TEMPORARIES = (".*.npy.*.tmp", ".*.json.*.tmp", "*.npy.tmp")
 
 
-class OutputWriteError(Exception):
-    """A file of the evaluation could not be written; the message is one line."""
+class OutputWriteError(WriteError):
+    """A file of the evaluation could not be written; the message is one line. A
+    :class:`utils.atomic.WriteError`, so the command lines report it like every other
+    failed write (one line, exit status 2)."""
 
     def __init__(self, path: str | os.PathLike, err: OSError) -> None:
-        reason = err.strerror or str(err) or type(err).__name__
-        super().__init__(f"could not write {path} ({reason}); the files written before it are intact")
-        self.path = Path(path)
-        self.errno = err.errno
+        super().__init__(path, err, "the files written before it are intact")
+
+    def __str__(self) -> str:
+        return f"could not write {self.path} ({self.strerror}); {self.what}"
 
 
 def write_output(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:

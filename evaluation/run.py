@@ -41,7 +41,6 @@ from evaluation import descriptors, encoders, features, pictures, report
 from evaluation.descriptors import FUSION_MODES, Descriptor, DescriptorFeatures
 from evaluation.features import FeatureCache
 from evaluation.metrics import knn, linear_probe, retrieval
-from evaluation.output_files import OutputWriteError
 from utils.host_memory import keep_freed_memory
 
 #: Precision@K cut-offs when neither ``--topk`` nor the config's ``eval.topk`` chooses others.
@@ -433,8 +432,5 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     command = "python eval_retrieval.py " + shlex.join(argv)
     try:
         return run_cli(lambda: run_evaluation(args, command) and None)
-    except OutputWriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     finally:
         distributed.cleanup()

@@ -29,12 +29,7 @@ def project_imports(package: str, root: Path = ROOT) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "package",
-    [pytest.param("data", marks=pytest.mark.xfail(strict=True, reason="data/store.py imports utils.atomic; "
-                                                  "fixed on the data branch"))]  # flip at merge
-    + [p for p in LEAVES if p != "data"],
-)
+@pytest.mark.parametrize("package", LEAVES)
 def test_leaf_packages_import_no_other_project_package(package):
     assert project_imports(package) == []
 

@@ -248,7 +248,7 @@ def test_a_full_disk_is_one_line_and_earlier_files_stay_intact(runs, tmp_path, f
     full_disk(target)
     capsys.readouterr()
     argv = ["--ckpt", str(ckpt), "--random-baseline", "--name", "nospace", "--cache-dir", str(cache)]
-    assert eval_main(argv + BASE) == 1
+    assert eval_main(argv + BASE) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert err.startswith("error: could not write ") and "No space left on device" in err
