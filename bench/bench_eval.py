@@ -1,7 +1,7 @@
 """Benchmark: retrieval evaluation time and peak memory against gallery size.
 
 Random class-structured features (345 classes, 4096-d by default) are written to float16
-``.npy`` files, then :func:`utils.retrieval.retrieval_metrics` ranks the whole gallery for
+``.npy`` files, then :func:`evaluation.metrics.retrieval.retrieval_metrics` ranks the whole gallery for
 every query, streaming both files in blocks, in a fresh process per size, and reports wall
 time and the process's peak resident memory (``ru_maxrss``: everything, torch included).
 
@@ -12,7 +12,7 @@ Each size uses ``gallery / 10`` queries unless ``--queries`` says otherwise (34,
 345,000 is the full protocol). Ranking time is linear in the number of queries (the gallery
 is swept once per query chunk), so a run with fewer queries extrapolates; the table marks
 extrapolated rows. At the smallest size the result is checked against the plain argsort
-definition (:func:`utils.retrieval.reference_metrics`) on the first queries.
+definition (:func:`evaluation.metrics.retrieval.reference_metrics`) on the first queries.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def generate(path: Path, n: int, dim: int, classes: int, seed: int, dtype: str, 
     import numpy as np
     import torch
 
-    from utils.feature_store import NpyWriter
+    from evaluation.feature_matrix import NpyWriter
 
     g = torch.Generator().manual_seed(1234)  # the same class centres for queries and gallery
     centres = torch.randn(classes, dim, generator=g)
@@ -76,8 +76,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    from utils.feature_store import NpyReader
-    from utils.retrieval import plan_chunks, reference_metrics, retrieval_metrics
+    from evaluation.feature_matrix import NpyReader
+    from evaluation.metrics.retrieval import plan_chunks, reference_metrics, retrieval_metrics
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work)

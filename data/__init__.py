@@ -8,15 +8,20 @@ tensor encodings) -> :mod:`data.synthetic` (a built-in sketch source) ->
 (the four public file formats) -> :mod:`data.store` (the packed memory-mapped store, a
 sketch source) -> :mod:`data.prepare` (``python -m data.prepare``: files -> store; not
 imported here, so that ``-m`` runs it cleanly). Nothing here imports other project packages.
+
+Each encoding has a per-sketch form (``fit_to_box``, ``render``, ``to_stroke_tensor``: the
+reference) and a batched form on packed sketches (``fit_packed``, ``render_packed``,
+``PackedStrokeTensors``: the loaders' path), equal bit for bit.
 """
 
-from .datasets import RasterDataset, StrokeDataset
+from .datasets import PairedDataset, RasterDataset, SketchPair, StrokeDataset
 from .formats import FormatError, Report, categories, read_binary, read_ndjson, read_npz, read_sketches
-from .render import line_thickness, render
+from .render import line_thickness, render, render_packed
 from .simplify import simplify_raw
-from .sketch import BOX, Sketch, bounds, fit_to_box, num_points, rotate_quarter, validate_strokes
+from .sketch import (BOX, Sketch, bounds, fit_packed, fit_to_box, num_points, pack_sketches, rotate_quarter,
+                     validate_strokes)
 from .store import StoreError, StoreSketches
-from .strokes import from_stroke_tensor, rdp, to_stroke_tensor, valid_rows
+from .strokes import PackedStrokeTensors, from_stroke_tensor, rdp, to_stroke_tensor, valid_rows
 from .synthetic import SPLIT_ID, SYNTHETIC_CLASSES, SyntheticSketches, draw_synthetic, save_preview
 
 __all__ = [
@@ -24,13 +29,17 @@ __all__ = [
     "Sketch",
     "bounds",
     "fit_to_box",
+    "fit_packed",
+    "pack_sketches",
     "num_points",
     "rotate_quarter",
     "validate_strokes",
     "render",
+    "render_packed",
     "line_thickness",
     "rdp",
     "to_stroke_tensor",
+    "PackedStrokeTensors",
     "from_stroke_tensor",
     "valid_rows",
     "SYNTHETIC_CLASSES",
@@ -40,6 +49,8 @@ __all__ = [
     "save_preview",
     "RasterDataset",
     "StrokeDataset",
+    "PairedDataset",
+    "SketchPair",
     "FormatError",
     "Report",
     "categories",

@@ -1,27 +1,37 @@
-"""torch Datasets over any sketch source.
+"""torch Datasets over any sketch source: rasters (:class:`RasterDataset`), stroke tensors
+(:class:`StrokeDataset`), or both of each sketch (:class:`PairedDataset`).
 
 A *sketch source* is any object with ``__len__`` and ``__getitem__(i) -> Sketch``
 (:class:`data.synthetic.SyntheticSketches`, or an on-disk store of Quick, Draw! drawings).
 It may also offer ``labels`` (all labels without loading the drawings), ``num_classes``
 and ``class_names``; the datasets pass these through.
 
-Both datasets re-fit every drawing to the box with ``center=True`` by default. Google's
+The datasets re-fit every drawing to the box with ``center=True`` by default. Google's
 simplified drawings are aligned to the *top-left* corner; a rotated copy of such a drawing
 sits against another corner, so a rotation classifier could read the turn off the
 drawing's position alone instead of its shape. Centring removes that shortcut.
+
+Whole batches. A DataLoader hands a dataset that has ``__getitems__`` the indices of a whole
+batch at once; the datasets use it to build the batch with array operations (the drawings
+of the batch packed into one array, fitted to the box at once; stroke tensors gathered from
+a split prepared once, :meth:`data.store.StoreSketches.stroke_tensors`; rasters drawn by
+:func:`data.render.render_packed`). ``__getitem__`` stays the per-sketch reference path, and
+the two give the same tensors bit for bit (tested on the real sample). ``batched = False``
+on a class or an instance makes ``__getitems__`` use the reference path too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .render import render
-from .sketch import BOX, Sketch, fit_to_box
-from .strokes import to_stroke_tensor
+from .render import render, render_packed
+from .sketch import BOX, Sketch, fit_packed, fit_to_box, pack_sketches
+from .strokes import PackedStrokeTensors, packed_stroke_rows, to_stroke_tensor
 
 
 class SketchSource(Protocol):
@@ -34,6 +44,10 @@ class SketchSource(Protocol):
 
 class _SketchDataset(Dataset):
     """Shared plumbing: the source, its labels and class metadata."""
+
+    batched: ClassVar[bool] = True
+    """Build DataLoader batches with array operations (``__getitems__``); False: one sketch
+    at a time through ``__getitem__``, the reference path."""
 
     def __init__(self, source: SketchSource, center: bool) -> None:
         self.source = source
@@ -63,8 +77,92 @@ class _SketchDataset(Dataset):
         sketch = self.source[i]
         return fit_to_box(sketch.strokes, box=BOX, center=self.center), int(sketch.label)
 
+    def _packed_fitted(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """The batch packed (:mod:`data.sketch`) and fitted to the box, and its labels."""
+        packed = getattr(self.source, "packed", None)
+        if packed is not None:
+            xy, stroke_end, offsets, labels = packed(indices)
+            labels = np.asarray(labels).tolist()
+        else:
+            sketches = [self.source[i] for i in indices]
+            xy, stroke_end, offsets = pack_sketches(sketches)
+            labels = [int(s.label) for s in sketches]
+        return fit_packed(xy, offsets, box=BOX, center=self.center), stroke_end, offsets, labels
 
-class RasterDataset(_SketchDataset):
+
+class _Rasters:
+    """The raster encoding, shared by :class:`RasterDataset` and :class:`PairedDataset`."""
+
+    image_size: int
+    line_width: float
+
+    def _set_raster(self, image_size: int, line_width: float) -> None:
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        if line_width <= 0:
+            raise ValueError(f"line_width must be > 0, got {line_width}")
+        self.image_size = int(image_size)
+        self.line_width = float(line_width)
+
+    def _raster(self, strokes: tuple[np.ndarray, ...]) -> torch.Tensor:
+        """float32 (1, S, S) raster of strokes already fitted to the box (the reference)."""
+        img = render(strokes, size=self.image_size, line_width=self.line_width, box=BOX)
+        return torch.from_numpy(img).unsqueeze(0)
+
+    def _rasters(self, xy: np.ndarray, stroke_end: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
+        """float32 (B, 1, S, S) rasters of a fitted packed batch: :meth:`_raster` of each, bit for bit."""
+        levels = render_packed(xy, stroke_end, offsets, size=self.image_size, line_width=self.line_width, box=BOX)
+        images = levels.astype(np.float32)
+        np.divide(images, np.float32(255.0), out=images)  # render()'s floats, bit for bit
+        return torch.from_numpy(images).unsqueeze(1)
+
+
+class _StrokeTensors:
+    """The stroke-tensor encoding, shared by :class:`StrokeDataset` and :class:`PairedDataset`."""
+
+    source: SketchSource
+    center: bool
+    batched: ClassVar[bool]
+    labels: np.ndarray
+    max_len: int
+    _tensors: PackedStrokeTensors | None
+
+    def _set_strokes(self, max_len: int) -> None:
+        if max_len < 1:
+            raise ValueError(f"max_len must be >= 1, got {max_len}")
+        self.max_len = int(max_len)
+        self._tensors = None
+        if self.batched:
+            self.prepared()  # here, in the main process: DataLoader workers then share it
+
+    def prepared(self) -> PackedStrokeTensors | None:
+        """The split's stroke tensors prepared once, when the source offers them (a store:
+        cached beside it, built on first use), else None. Opened when first asked for."""
+        if self._tensors is None:
+            opener = getattr(self.source, "stroke_tensors", None)
+            if opener is not None:
+                self._tensors = opener(self.max_len, center=self.center, box=BOX)
+        return self._tensors
+
+    def _stroke_tensor(self, strokes: tuple[np.ndarray, ...]) -> torch.Tensor:
+        """float32 (T, 4) stroke tensor of strokes already fitted to the box (the reference)."""
+        return torch.from_numpy(to_stroke_tensor(strokes, max_len=self.max_len, box=BOX))
+
+    def _stroke_tensors(self, indices: Sequence[int],
+                        fitted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> torch.Tensor:
+        """float32 (B, T, 4) stroke tensors of sketches ``indices``: gathered from the prepared
+        tensors when the source has them, else encoded at once from ``fitted``, the batch's
+        packed form ``(xy, stroke_end, offsets)`` fitted to the box (required then)."""
+        table = self.prepared()
+        if table is not None:
+            return torch.from_numpy(table.gather(indices))
+        if fitted is None:
+            raise ValueError("the source has no prepared stroke tensors: pass the fitted packed batch")
+        table = PackedStrokeTensors.from_rows(*packed_stroke_rows(*fitted, self.max_len, BOX), self.max_len)
+        return torch.from_numpy(table.gather(np.arange(len(indices))))
+
+
+class RasterDataset(_Rasters, _SketchDataset):
     """Sketches as rasters for the CNN branch.
 
     ``__getitem__(i) -> (image, label)``: image a float32 tensor (1, S, S), values in
@@ -80,20 +178,21 @@ class RasterDataset(_SketchDataset):
 
     def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, center: bool = True) -> None:
         super().__init__(source, center)
-        if image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {image_size}")
-        if line_width <= 0:
-            raise ValueError(f"line_width must be > 0, got {line_width}")
-        self.image_size = int(image_size)
-        self.line_width = float(line_width)
+        self._set_raster(image_size, line_width)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         strokes, label = self._fitted(i)
-        img = render(strokes, size=self.image_size, line_width=self.line_width, box=BOX)
-        return torch.from_numpy(img).unsqueeze(0), label
+        return self._raster(strokes), label
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """``[self[i] for i in indices]``, the batch drawn at once (module docstring)."""
+        if not self.batched:
+            return [self[i] for i in indices]
+        xy, stroke_end, offsets, labels = self._packed_fitted(indices)
+        return list(zip(self._rasters(xy, stroke_end, offsets).unbind(0), labels))
 
 
-class StrokeDataset(_SketchDataset):
+class StrokeDataset(_StrokeTensors, _SketchDataset):
     """Sketches as stroke tensors for the TCN branch.
 
     ``__getitem__(i) -> (strokes, label)``: strokes a float32 tensor (T, 4) of rows
@@ -108,10 +207,81 @@ class StrokeDataset(_SketchDataset):
 
     def __init__(self, source: SketchSource, max_len: int = 100, center: bool = True) -> None:
         super().__init__(source, center)
-        if max_len < 1:
-            raise ValueError(f"max_len must be >= 1, got {max_len}")
-        self.max_len = int(max_len)
+        self._set_strokes(max_len)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         strokes, label = self._fitted(i)
-        return torch.from_numpy(to_stroke_tensor(strokes, max_len=self.max_len, box=BOX)), label
+        return self._stroke_tensor(strokes), label
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+        """``[self[i] for i in indices]``: gathered from the prepared tensors when the source
+        has them, else packed and encoded at once (module docstring)."""
+        if not self.batched:
+            return [self[i] for i in indices]
+        if self.prepared() is not None:  # no need to read the drawings at all
+            tensors = self._stroke_tensors(indices)
+            labels = np.asarray(self.labels[np.asarray(indices, dtype=np.int64)]).tolist()
+        else:
+            xy, stroke_end, offsets, labels = self._packed_fitted(indices)
+            tensors = self._stroke_tensors(indices, (xy, stroke_end, offsets))
+        return list(zip(tensors.unbind(0), labels))
+
+
+class SketchPair(NamedTuple):
+    """One sketch in both forms, or a batch of them.
+
+    An item of :class:`PairedDataset` holds ``raster`` float32 (1, S, S) and ``strokes``
+    float32 (T, 4); torch's default collate keeps the type (a named tuple), so a DataLoader
+    batch holds ``raster`` (B, 1, S, S) and ``strokes`` (B, T, 4), and pinned memory keeps it
+    too. ``raster, strokes = pair`` unpacks it; :meth:`to` moves both, as a tensor's ``to``
+    would, so a loop written for ``(x, y)`` batches can call ``x.to(device)`` on it.
+    """
+
+    raster: torch.Tensor
+    strokes: torch.Tensor
+
+    def to(self, *args: Any, **kwargs: Any) -> "SketchPair":
+        """Both tensors through ``Tensor.to(*args, **kwargs)`` (device, dtype, non_blocking ...)."""
+        return SketchPair(self.raster.to(*args, **kwargs), self.strokes.to(*args, **kwargs))
+
+
+class PairedDataset(_Rasters, _StrokeTensors, _SketchDataset):
+    """Sketches as raster *and* stroke tensor, for training the two branches together.
+
+    ``__getitem__(i) -> (SketchPair(raster, strokes), label)``: ``raster`` is exactly
+    ``RasterDataset(source, image_size, line_width, center)[i][0]`` and ``strokes`` exactly
+    ``StrokeDataset(source, max_len, center)[i][0]``, from one reading of the drawing, so the
+    two show the same sketch fitted to the box the same way. A DataLoader batch is
+    ``(SketchPair(raster (B, 1, S, S), strokes (B, T, 4)), labels (B,))``. The split is the
+    source's, as for the other datasets.
+
+    The batched path (``__getitems__``) packs and fits the batch once for both forms: the
+    rasters drawn by :func:`data.render.render_packed`, the stroke tensors gathered from the
+    split's prepared tensors when the source offers them (a store), else encoded from the
+    same packed batch.
+
+    Args:
+        source: the sketch source.
+        image_size, line_width: as in :class:`RasterDataset`.
+        max_len: T, as in :class:`StrokeDataset`.
+        center: centre the drawing in the box first (module docstring), for both forms.
+    """
+
+    def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, max_len: int = 100,
+                 center: bool = True) -> None:
+        super().__init__(source, center)
+        self._set_raster(image_size, line_width)
+        self._set_strokes(max_len)
+
+    def __getitem__(self, i: int) -> tuple[SketchPair, int]:
+        strokes, label = self._fitted(i)
+        return SketchPair(self._raster(strokes), self._stroke_tensor(strokes)), label
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[SketchPair, int]]:
+        """``[self[i] for i in indices]``, the batch built at once (class docstring)."""
+        if not self.batched:
+            return [self[i] for i in indices]
+        xy, stroke_end, offsets, labels = self._packed_fitted(indices)
+        rasters = self._rasters(xy, stroke_end, offsets).unbind(0)
+        tensors = self._stroke_tensors(indices, (xy, stroke_end, offsets)).unbind(0)
+        return [(SketchPair(r, t), y) for r, t, y in zip(rasters, tensors, labels)]

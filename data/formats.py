@@ -18,9 +18,9 @@ Sketch-rnn files have no ``key_id``: their sketches get ``npz:<class>:<member>:<
 Bad input policy (see ``docs/DATA.md``). One unusable *record* is skipped and counted in a
 :class:`Report` (file, line or record, reason): the full dataset has tens of millions of
 lines and one bad line must not cost a multi-hour run, nor be silently lost. A *file* that
-cannot be read at all (a corrupt ``.npz``, a missing file) stops with a
-:class:`FormatError` naming the file: losing a whole file would silently change a class's
-size or the class list. Per record:
+cannot be read at all (a corrupt ``.npz``, a missing or unreadable file, a file compressed
+with gzip) stops with a :class:`FormatError` naming the file: losing a whole file would
+silently change a class's size or the class list. Per record:
 
 - malformed JSON line, a line that is not an object, a missing or non-decimal ``key_id``;
 - empty drawing (no strokes), empty stroke (no points), a stroke whose x and y (and t)
@@ -62,6 +62,11 @@ NPZ_MEMBERS = ("train", "valid", "test", "sketches")
 ``sketches`` array of re-packed files (like the shared sample's)."""
 
 CATEGORIES_FILE = Path(__file__).with_name("categories.txt")
+
+GZIP_MAGIC = b"\x1f\x8b"
+"""First bytes of a gzip file: a ``.ndjson.gz`` saved as ``.ndjson`` is refused by name, not
+read as lines of malformed JSON (records are located by byte offset, so the readers do
+not decompress on the fly)."""
 
 _KEY_RE = re.compile(rb'"key_id"\s*:\s*"([0-9]+)"')
 _BIN_HEAD = struct.Struct("<Q2sbIH")  # key_id, countrycode, recognized, timestamp, n_strokes
@@ -236,6 +241,14 @@ class _Source:
         self.word = word
         if not self.path.is_file():
             raise FormatError(f"{self.path}: no such file")
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(2)
+        except OSError as err:  # no read permission, above all
+            raise FormatError(f"{self.path}: cannot read ({err.strerror or err})") from None
+        if head == GZIP_MAGIC:
+            raise FormatError(f"{self.path}: compressed (gzip); gunzip it first, Quick, Draw! files are read "
+                              "uncompressed")
 
     def index(self, report: Report | None) -> list[tuple[str, Any]]:
         raise NotImplementedError

@@ -1,7 +1,7 @@
 """Quick, Draw! files -> a packed store with deterministic train/val/query/gallery splits.
 
 ``python -m data.prepare --src DIR --out STORE [--per-class train=9000,val=1000,query=100,gallery=1000]
-[--seed 0] [--classes "cat,dog"] [--workers N]``
+[--seed 0] [--classes "cat,dog"] [--workers N] [--fill in-order] [--allow-empty-classes]``
 
 What it does, class by class (a class is a file name without its suffix: Google names
 every file after its category; ``--src`` may be given several times, folders are searched
@@ -21,7 +21,10 @@ recursively for ``*.ndjson``, ``*.bin`` and ``*.npz``):
    gallery, then ``val``, then ``train``. The evaluation splits come first so that asking
    for more or less pretraining data never changes them.
 
-A class with fewer usable sketches than asked is listed in the report and never dropped.
+A class with fewer usable sketches than asked is listed in the report and never dropped;
+a class with none at all stops the run before anything is written (``--allow-empty-classes``
+writes it anyway), a file that gives no record is named in a warning, and a split that
+comes out tiny (:data:`TINY_SPLIT`) gets a warning.
 ``--fill proportional`` (the default) splits it in the same proportions as asked (largest
 remainder, ties in the order train, val, query, gallery); ``--fill in-order`` fills the
 splits in rank order instead (query, gallery, val, then train, each up to its count), so
@@ -62,6 +65,10 @@ RANK_ORDER = ("query", "gallery", "val", "train")
 
 FILL_MODES = ("proportional", "in-order")
 """How a class with fewer usable sketches than asked is split (:func:`split_counts`)."""
+
+TINY_SPLIT = 100
+"""A split that is asked for but ends with fewer sketches than this in all, or with classes
+that have none, gets a warning: retrieval figures over a few dozen queries are noise."""
 
 
 class PrepareError(ValueError):
@@ -146,6 +153,7 @@ class ClassResult:
     duplicates: int = 0  # extra copies of a key_id (same class, other file or position)
     usable: int = 0  # sketches kept
     report: Report = field(default_factory=Report)
+    silent_files: list = field(default_factory=list)  # (path, why) of files that gave no record at all
     # split -> (points uint8 (P, 3), lengths (n,), key_ids)
     splits: dict = field(default_factory=dict)
 
@@ -174,7 +182,11 @@ def prepare_class(name: str, files: Sequence[Path], per_class: dict[str, int], s
     best: dict[str, tuple] = {}  # key_id -> (priority, path, position, source index, locator)
     try:
         for si, src in enumerate(sources):
-            for pos, (key_id, loc) in enumerate(src.index(res.report)):
+            entries = src.index(res.report)
+            if not entries:
+                why = "empty file" if src.path.stat().st_size == 0 else "no readable record"
+                res.silent_files.append((str(src.path), why))
+            for pos, (key_id, loc) in enumerate(entries):
                 cand = (src.priority, str(src.path), pos, si, loc)
                 old = best.get(key_id)
                 if old is not None:
@@ -227,6 +239,7 @@ def prepare(
     progress: bool = True,
     log: Callable[[str], None] = print,
     fill: str = "proportional",
+    allow_empty_classes: bool = False,
 ) -> dict:
     """Build the store ``out`` from Quick, Draw! files (module docstring). Returns its meta.
 
@@ -240,6 +253,9 @@ def prepare(
         progress: a progress bar over classes.
         log: where the summary lines go.
         fill: how a short class is split, "proportional" or "in-order" (:func:`split_counts`).
+        allow_empty_classes: write the store even when a class has no usable sketch (by
+            default that refuses the run: an empty class is almost always a bad input file,
+            e.g. an empty or unreadable one, and would go unnoticed in the store).
 
     Raises:
         PrepareError, FormatError, StoreError: a one-line reason; ``out`` is left as it was.
@@ -267,6 +283,8 @@ def prepare(
     seen: dict[str, str] = {}  # key_id -> class, across classes
     cross_dups: list[dict] = []
     short: dict[str, dict] = {}
+    silent: list[tuple[str, str]] = []
+    empty: list[str] = []
     info: dict[str, dict] = {}
     jobs = [(c, by_class[c], per_class, seed, fill) for c in names]
     from tqdm import tqdm  # here, not at import: the module must import without it
@@ -297,9 +315,20 @@ def prepare(
                                   "duplicates": res.duplicates, "usable": res.usable}
                 if res.usable < sum(per_class.values()):
                     short[res.name] = {"usable": res.usable, "asked": sum(per_class.values()), "split": counts}
+                silent.extend(res.silent_files)
+                if res.usable == 0:
+                    empty.append(res.name)
         finally:
             if pool:
                 pool.shutdown(cancel_futures=True)
+        for path, why in silent:
+            log(f"[prepare] warning: {path} gives no sketch ({why})")
+        if empty and not allow_empty_classes:
+            raise PrepareError(
+                f"{len(empty)} class(es) have no usable sketch ({', '.join(repr(c) for c in empty[:5])}"
+                f"{', ...' if len(empty) > 5 else ''}; files: {', '.join(map(str, by_class[empty[0]][:3]))}); "
+                "the store was not written (--allow-empty-classes writes it anyway)"
+            )
 
         meta = {
             "class_names": names,
@@ -316,6 +345,8 @@ def prepare(
             "short_classes": short,
             "duplicate_key_ids_across_classes": cross_dups,
             "classes_not_in_categories_txt": unknown,
+            "files_without_sketches": [{"path": p, "why": w} for p, w in silent],
+            "empty_classes": empty,
             "classes": info,
         }
         meta = writer.commit(meta, {"report.json": json.dumps(report_doc, indent=1) + "\n"})
@@ -340,7 +371,32 @@ def prepare(
         log(f"[prepare] {len(cross_dups)} key_id(s) found in two classes: kept in the first class only")
     if unknown:
         log(f"[prepare] {len(unknown)} class(es) not among the 345 Quick, Draw! categories: {', '.join(unknown[:5])}")
+    if empty:
+        log(f"[prepare] warning: {len(empty)} class(es) with no sketch at all (--allow-empty-classes): "
+            f"{', '.join(empty[:5])}")
+    for line in tiny_split_warnings(meta, per_class):
+        log(f"[prepare] warning: {line}")
     return meta
+
+
+def tiny_split_warnings(meta: dict, per_class: dict[str, int]) -> list[str]:
+    """One line for each split that was asked for but came out tiny: fewer than
+    :data:`TINY_SPLIT` sketches in all, or classes without a single sketch in it."""
+    lines = []
+    for split in STORE_SPLITS:
+        if per_class.get(split, 0) == 0:
+            continue
+        info = meta["splits"][split]
+        missing = sum(1 for n in info["per_class"] if n == 0)
+        if info["sketches"] >= TINY_SPLIT and missing == 0:
+            continue
+        lines.append(
+            f"split '{split}' holds {info['sketches']} sketch(es) in all"
+            + (f", none for {missing} of {len(info['per_class'])} classes" if missing else "")
+            + f" (asked {per_class[split]} a class; under {TINY_SPLIT} in all, figures on it are noise): "
+            "ask for more, or --fill in-order to fill query and gallery first"
+        )
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -359,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fill", choices=FILL_MODES, default="proportional",
                    help="how a class with fewer sketches than asked is split: in the asked proportions "
                         "(default) or query, gallery, val, train in turn (short classes lose train sketches)")
+    p.add_argument("--allow-empty-classes", action="store_true",
+                   help="write the store even if a class has no usable sketch (refused by default)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -366,9 +424,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers < 1:
             raise PrepareError(f"--workers must be >= 1, got {args.workers}")
         prepare(args.src, args.out, parse_per_class(args.per_class), seed=args.seed, classes=classes,
-                workers=args.workers, progress=not args.no_progress, fill=args.fill)
+                workers=args.workers, progress=not args.no_progress, fill=args.fill,
+                allow_empty_classes=args.allow_empty_classes)
     except (PrepareError, FormatError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file the readers do not check first (e.g. --out where we may not write)
+        where = err.filename if err.filename is not None else "a file"
+        print(f"error: {where}: {err.strerror or err}; the store was not changed", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the store was not changed", file=sys.stderr)

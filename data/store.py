@@ -11,6 +11,9 @@ Layout of a store folder (written by :mod:`data.prepare`, read by :class:`StoreS
         offsets.npy          int64 (N + 1,): sketch i is points[offsets[i]:offsets[i + 1]]
         labels.npy           int16 (N,): class index into meta["class_names"]
         key_ids.npy          bytes |S<w> (N,): the drawing's key_id, UTF-8, fixed width
+        stroke_tensors_T100_centred/   the split's stroke tensors, prepared once on first
+                             use (:meth:`StoreSketches.stroke_tensors`; not part of the content
+                             hashes: a cache, rebuilt when it does not match)
 
 Coordinates are the integers 0..255 of Google's simplified drawings, so one byte each:
 3 bytes per point, about a third of the ``.ndjson`` size of the same sketches (measured on
@@ -32,17 +35,24 @@ killed run leaves no half-written store behind, and the next run starts over.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from utils.atomic import fsync_dir
+try:
+    import fcntl
+except ImportError:  # not POSIX: caches are built without a lock
+    fcntl = None
 
-from .sketch import Sketch
+from .sketch import BOX, Sketch, fit_packed, ragged_index
+from .strokes import STROKE_RULE, PackedStrokeTensors, packed_stroke_rows
 
 STORE_FORMAT = "quickdraw-sketch-store"
 STORE_VERSION = 1
@@ -57,6 +67,51 @@ class StoreError(ValueError):
     """A store that cannot be opened or written. The message is one line naming the path."""
 
 
+def _sync_folder(folder: Path) -> None:
+    # The folder's own entries (a rename into it) reach the disk; best effort where a
+    # folder cannot be opened. (Leaf packages import no other project package, so the
+    # store does not borrow utils.atomic's file writer: it swaps whole folders instead.)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _publish_folder(partial: Path, out: Path) -> None:
+    """Move the complete folder ``partial`` to ``out``, replacing what is there.
+
+    A crash between the two renames leaves nothing at ``out`` (and the complete new folder
+    at ``partial``, which the next writer deletes and rebuilds): never a half-written one.
+    """
+    _sync_folder(partial)
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(partial, out)
+    _sync_folder(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock named after ``folder`` (a hidden file beside it), so that
+    processes building the same cache at once (the ranks of a torchrun) build it once."""
+    with open(folder.parent / f".{folder.name}.lock", "a") as f:
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -67,9 +122,12 @@ def read_meta(path: str | Path) -> dict:
         raise StoreError(f"data path {path} does not exist")
     meta_path = path / "meta.json"
     if not meta_path.is_file():
+        # Suggest a new folder: prepare refuses to write over a folder that is not a store
+        # (such as the one holding the downloaded files).
+        holds_files = path.is_dir() and any(next(path.glob(f"*{suffix}"), None) for suffix in (".ndjson", ".bin", ".npz"))
         raise StoreError(
-            f"{path} is not a prepared sketch store (no meta.json); build one with "
-            "python -m data.prepare --src DIR --out " + str(path)
+            f"{path} is not a prepared sketch store (no meta.json); build one in a new folder, e.g. "
+            f"python -m data.prepare --src {path if holds_files else 'DIR'} --out {path.parent / (path.name + '_store')}"
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -187,6 +245,153 @@ class StoreSketches:
     def __repr__(self) -> str:
         return f"StoreSketches({str(self.path)!r}, split={self.split!r}, sketches={self._count}, classes={self.num_classes})"
 
+    # ------------------------------------------------------------------ whole batches
+    def packed(self, indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sketches ``indices`` in the packed form of :mod:`data.sketch`, with array operations.
+
+        Returns:
+            ``(xy float32 (P, 2), stroke_end bool (P,), offsets int64 (B + 1,), labels int64 (B,))``:
+            the points and strokes of ``self[i]`` for each i, in order.
+        """
+        a = self._open()
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self._count):
+            raise IndexError(f"index out of range for {self._count} sketches")
+        all_offsets = np.asarray(a["offsets"])  # plain views of the maps: np.memmap's indexing is slower
+        starts = all_offsets[idx]
+        lengths = all_offsets[idx + 1] - starts
+        points = np.asarray(a["points"])[ragged_index(starts, lengths)]
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return points[:, :2].astype(np.float32), points[:, 2] != 0, offsets, self.labels[idx]
+
+    def _stroke_rows(self, max_len: int, center: bool, box: float, progress: bool
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The split's packed stroke rows (:func:`data.strokes.packed_stroke_rows`), chunk by
+        chunk: ``(rows, rows per sketch)``."""
+        a = self._open()
+        chunk = STROKE_CHUNK
+        bounds = range(0, self._count, chunk)
+        if progress and self._count > chunk:
+            from tqdm import tqdm  # only for large splits
+
+            bounds = tqdm(bounds, desc=f"stroke tensors ({self.split})", unit="chunk")
+        for lo in bounds:
+            hi = min(lo + chunk, self._count)
+            first, last = int(a["offsets"][lo]), int(a["offsets"][hi])
+            points = np.asarray(a["points"][first:last])
+            offsets = np.asarray(a["offsets"][lo : hi + 1]) - first
+            fitted = fit_packed(points[:, :2], offsets, box=box, center=center)
+            rows, row_offsets = packed_stroke_rows(fitted, points[:, 2] != 0, offsets, max_len, box)
+            yield rows, np.diff(row_offsets)
+
+    def stroke_tensors(self, max_len: int = 100, center: bool = True, box: float = BOX, progress: bool = True,
+                       log: Callable[[str], None] = _stderr) -> PackedStrokeTensors:
+        """The split's stroke tensors, prepared once and cached beside the store.
+
+        The cache is ``<store>/<split>/stroke_tensors_T<max_len>_<centred|topleft>/``:
+        ``rows.npy`` float32 (R + 1, 4) (every real row, then a zero row), ``offsets.npy``
+        int64 (N + 1,) and ``meta.json`` (the encoding rule, its settings and the split's
+        sha256), opened memory-mapped. It is built on first use (a store prepared before this existed works
+        as it is), and again when it no longer matches the split, the settings or the rule:
+        written to a temporary folder and renamed into place, under a lock so that processes
+        starting together build it once. About 60 us a sketch on one core (the >100-point
+        simplification is most of it) and 774 bytes a sketch on disk: see bench/RESULTS.md.
+        Where the store cannot be written (read-only), the tensors are built in memory for
+        this process and a line says so.
+        """
+        folder = self.path / self.split / f"stroke_tensors_T{int(max_len)}_{'centred' if center else 'topleft'}"
+        expect = {"format": STROKE_CACHE_FORMAT, "rule": STROKE_RULE, "max_len": int(max_len), "center": bool(center),
+                  "box": float(box), "split_sha256": read_meta(self.path)["splits"][self.split].get("sha256"),
+                  "sketches": self._count}
+        table = _open_stroke_cache(folder, expect)
+        if table is not None:
+            return table
+        try:
+            with _folder_lock(folder):
+                table = _open_stroke_cache(folder, expect)  # another process may have built it meanwhile
+                if table is None:
+                    if self._count > STROKE_CHUNK:
+                        log(f"[data] preparing the stroke tensors of split '{self.split}' once ({self._count:,} "
+                            f"sketches), cached in {folder}")
+                    self._write_stroke_cache(folder, expect, progress)
+                    table = _open_stroke_cache(folder, expect)
+        except OSError as err:
+            log(f"[data] cannot write {folder} ({err.strerror or err}); the stroke tensors of split "
+                f"'{self.split}' are built in memory for this run")
+        if table is not None:
+            return table
+        parts = list(self._stroke_rows(max_len, center, box, progress))
+        offsets = np.zeros(self._count + 1, dtype=np.int64)
+        np.cumsum(np.concatenate([n for _, n in parts] or [np.zeros(0, np.int64)]), out=offsets[1:])
+        rows = np.concatenate([r for r, _ in parts] or [np.zeros((0, 4), np.float32)])
+        return PackedStrokeTensors.from_rows(rows, offsets, max_len)
+
+    def _write_stroke_cache(self, folder: Path, expect: dict, progress: bool) -> None:
+        partial = folder.parent / f".{folder.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)  # left by a killed run
+        partial.mkdir()
+        try:
+            stream = _NpyStream(partial / "rows.npy", np.float32, (4,))
+            counts = []
+            try:
+                for rows, n in self._stroke_rows(expect["max_len"], expect["center"], expect["box"], progress):
+                    stream.append(rows)
+                    counts.append(n)
+                stream.append(np.zeros((1, 4), np.float32))  # the zero row that padding gathers
+            finally:
+                stream.close()
+            offsets = np.zeros(self._count + 1, dtype=np.int64)
+            np.cumsum(np.concatenate(counts or [np.zeros(0, np.int64)]), out=offsets[1:])
+            with open(partial / "offsets.npy", "wb") as f:
+                np.save(f, offsets)
+                f.flush()
+                os.fsync(f.fileno())
+            (partial / "meta.json").write_text(json.dumps(dict(expect, rows=int(offsets[-1]))) + "\n", encoding="utf-8")
+            _publish_folder(partial, folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+STROKE_CACHE_FORMAT = "packed-stroke-tensors"
+STROKE_CHUNK = 1 << 16
+"""Sketches encoded at a time when stroke tensors are prepared (bounds the memory used)."""
+
+
+def _open_stroke_cache(folder: Path, expect: dict) -> PackedStrokeTensors | None:
+    """The cached stroke tensors in ``folder`` if they are complete and made as ``expect``
+    says (same rule, settings and split content), else None."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expect.items()):
+            return None
+        rows = np.load(folder / "rows.npy", mmap_mode="r")
+        offsets = np.load(folder / "offsets.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    count = meta.get("rows")
+    if rows.shape != (count + 1, 4) or offsets.shape != (expect["sketches"] + 1,) or offsets[-1] != count:
+        return None
+    return _CachedStrokeTensors(folder, rows, offsets, expect["max_len"])
+
+
+def _load_stroke_cache(folder: Path, max_len: int) -> PackedStrokeTensors:
+    rows, offsets = (np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("rows", "offsets"))
+    return _CachedStrokeTensors(folder, rows, offsets, max_len)
+
+
+class _CachedStrokeTensors(PackedStrokeTensors):
+    """Stroke tensors memory-mapped from a cache folder: pickled as the folder's name (a
+    DataLoader worker maps the same files and shares their pages), never as the arrays."""
+
+    def __init__(self, folder: Path, *args) -> None:
+        super().__init__(*args)
+        self.folder = folder
+
+    def __reduce__(self):
+        return _load_stroke_cache, (self.folder, self.max_len)
+
 
 # ----------------------------------------------------------------------------- writing
 
@@ -252,7 +457,6 @@ class StoreWriter:
                 f"{self.out} exists and is not a sketch store; refusing to replace it (choose another --out)"
             )
         self.partial = self.out.parent / f".{self.out.name}.partial"
-        self.old = self.out.parent / f".{self.out.name}.old"
         self.label_dtype = np.dtype(np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32)
         self._streams: dict[str, _NpyStream] = {}
         self._lengths: dict[str, list[np.ndarray]] = {}
@@ -333,16 +537,6 @@ class StoreWriter:
         tmp_meta = self.partial / "meta.json.tmp"
         tmp_meta.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
         tmp_meta.replace(self.partial / "meta.json")
-        fsync_dir(self.partial)
-        # Swap into place. A crash between the two renames leaves no store at ``out`` (and
-        # the complete new one at .partial, deleted and rebuilt by the next run): never a
-        # half-written one.
-        if self.old.exists():
-            shutil.rmtree(self.old)
-        if self.out.exists():
-            os.replace(self.out, self.old)
-        os.replace(self.partial, self.out)
+        _publish_folder(self.partial, self.out)
         self.committed = True
-        fsync_dir(self.out.parent)
-        shutil.rmtree(self.old, ignore_errors=True)
         return meta

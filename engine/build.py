@@ -46,7 +46,12 @@ def build_source(cfg: ExperimentConfig, split: str):
 def build_dataset(cfg: ExperimentConfig, split: str) -> torch.utils.data.Dataset:
     """A torch dataset yielding ``(input, class label)`` in the config's modality:
     rasters (1, S, S) in [0, 1] or stroke tensors (max_points, 4)."""
-    source = build_source(cfg, split)
+    return dataset_of(cfg, build_source(cfg, split))
+
+
+def dataset_of(cfg: ExperimentConfig, source) -> torch.utils.data.Dataset:
+    """:func:`build_dataset` for any sketch source (e.g. a list of :class:`data.sketch.Sketch`
+    read from your own files): the config's modality, size and centring."""
     d = cfg.data
     if d.modality == "raster":
         return RasterDataset(source, image_size=d.image_size, line_width=d.line_width, center=d.center)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import sys
+import time
 from typing import Callable, Sequence
 
 from config import ConfigError, ExperimentConfig, available_experiments, load_config
@@ -108,6 +110,26 @@ def _rank_prefix() -> tuple[str, bool]:
     return (f"[rank {rank}] " if world > 1 else ""), rank == 0
 
 
+def _tell_torchrun(line: str) -> None:
+    """Under torchrun, leave ``line`` in the worker's error file, so that torchrun's failure
+    summary (printed after its own traceback, the part people read) shows it as the cause
+    instead of "To enable traceback see: ...". Best effort: nothing happens without torchrun."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"message": line, "timestamp": int(time.time())}, fh)
+    except OSError:
+        pass
+
+
+def _error(prefix: str, text: str) -> None:
+    line = f"{prefix}error: {text}"
+    print(line, file=sys.stderr)
+    _tell_torchrun(line)
+
+
 def run_cli(fn: Callable[[], int | None]) -> int:
     """Run ``fn``; turn the errors a user can act on into one line and exit status 2, and a
     clean stop on a signal into its message and exit status 128 + signal number."""
@@ -119,14 +141,14 @@ def run_cli(fn: Callable[[], int | None]) -> int:
             print(stop, file=sys.stderr)
         return stop.exit_code
     except USER_ERRORS as err:
-        print(f"{prefix}error: {err}", file=sys.stderr)
+        _error(prefix, str(err))
         return 2
     except OSError as err:
         if err.errno not in WRITE_ERRNOS:
             raise
         # Written outside utils.atomic (a library's own file): name it if the error does.
         where = f"{err.filename}: " if err.filename else ""
-        print(f"{prefix}error: {where}{err.strerror or err}; files written before are intact", file=sys.stderr)
+        _error(prefix, f"{where}{err.strerror or err}; files written before are intact")
         return 2
     except KeyboardInterrupt:
         print(f"{prefix}interrupted", file=sys.stderr)

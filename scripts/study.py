@@ -515,16 +515,27 @@ def compare(new: dict, old: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] + " Runs every command of the study (prepare, train, "
+        "evaluate), resuming where an earlier call stopped, then prints the table. At --scale cpu, "
+        f"unless --no-doc or --check, it REWRITES the generated sections of {DOC.relative_to(ROOT)} and "
+        f"{COMMITTED.relative_to(ROOT)} with the new numbers.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--quickdraw", default="../shared/quickdraw", help="folder of Quick, Draw! files")
     p.add_argument("--work", default="study", help="where the store, runs, results and logs go")
-    p.add_argument("--scale", choices=tuple(SCALES), default="cpu")
+    p.add_argument("--scale", choices=tuple(SCALES), default="cpu",
+                   help="cpu: the committed study (reduced sizes, about 80 min on 2 cores); full: the paper's "
+                   "scale on the full download (one GPU; see --dry-run); smoke: a 2-minute plumbing check "
+                   "whose numbers mean nothing")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     p.add_argument("--table-only", action="store_true", help="rebuild the table from finished evaluations")
     p.add_argument("--fresh", action="store_true", help="remove the work folder first")
-    p.add_argument("--no-doc", action="store_true", help="do not rewrite docs/REPRODUCTION.md")
+    p.add_argument("--no-doc", action="store_true",
+                   help=f"do not rewrite {DOC.relative_to(ROOT)} and {COMMITTED.relative_to(ROOT)}")
     p.add_argument("--check", action="store_true",
-                   help=f"compare the results with {COMMITTED.relative_to(ROOT)}; exit 1 if a row moved")
+                   help=f"compare the results with {COMMITTED.relative_to(ROOT)} (rewrites nothing); exit 1 if "
+                   "a row moved by more than its tolerance (see compare())")
     args = p.parse_args(argv)
     work = Path(args.work)
     steps = plan(work, args.scale, args.quickdraw)

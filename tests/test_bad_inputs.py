@@ -306,3 +306,33 @@ def test_disk_full_while_logging(out, capsys, monkeypatch, target):
     assert lines == saved["history"][: len(lines)]  # what the log holds, the checkpoint records
     if target == "metrics.jsonl":
         assert (run / "metrics.jsonl").read_bytes() == metrics  # the failed rewrite changed nothing
+
+
+def test_training_without_tensorboardx_warns_once_and_keeps_metrics(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboardx(name, *args, **kwargs):
+        if name.startswith("tensorboardX"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboardx)
+    assert train_main("tcn", tiny_args(tmp_path, NAME, "--epochs", "2")) == 0
+    err = capsys.readouterr().err
+    assert err.count("tensorboardX is not installed") == 1
+    run = tmp_path / NAME
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2 and not (run / "tensorboard").exists()
+
+
+def test_torchrun_summary_names_the_error(tmp_path, monkeypatch, capsys):
+    # torchrun prints its own traceback after a worker fails; its summary reads the worker's
+    # error file, so the one line must be there (read back with torch's own parser).
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    fails_with(capsys, "tcn", tiny_args(tmp_path, NAME, "--data", str(tmp_path / "missing")), "does not exist")
+    failure = ProcessFailure(local_rank=0, pid=1, exitcode=2, error_file=str(error_file))
+    assert failure.message.startswith("error: data path ") and failure.message.endswith("does not exist")

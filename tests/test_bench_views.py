@@ -4,27 +4,15 @@ batch without it), and a bad --fresh is refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("bench_views", ROOT / "bench" / "bench_views.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules["bench_views"] = bench
-_spec.loader.exec_module(bench)
+from tests.bench_scripts import load_bench, restore_threads  # noqa: F401 (a fixture)
 
-
-@pytest.fixture(autouse=True)
-def _threads():
-    """main() pins torch to one thread; give the rest of the suite its threads back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+bench = load_bench("bench_views")
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def number(cell: str) -> float:

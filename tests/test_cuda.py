@@ -23,7 +23,7 @@ from algorithms.reference import reference_views
 from config import load_config
 from data.datasets import RasterDataset, StrokeDataset
 from data.synthetic import SyntheticSketches
-from engine.features import extract_features
+from evaluation.features import extract_features
 from engine.trainer import Trainer
 from models import build_model
 from utils.checkpoint import load_checkpoint

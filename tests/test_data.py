@@ -426,3 +426,22 @@ def test_dataset_labels_without_source_labels() -> None:
         RasterDataset(sketches, image_size=0)
     with pytest.raises(ValueError):
         StrokeDataset(sketches, max_len=0)
+
+
+def test_data_imports_no_other_project_package():
+    """Leaf rule (STYLE.md): data/ imports nothing of config, models, algorithms, utils or the
+    middle floor (data/store.py used to borrow utils.atomic)."""
+    import ast
+
+    others = {"config", "models", "algorithms", "utils", "engine", "evaluation"}
+    files = sorted((Path(__file__).resolve().parents[1] / "data").glob("*.py"))
+    assert len(files) >= 10
+    found = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            hits = {n.split(".")[0] for n in names} & others
+            if hits:
+                found[path.name] = hits
+    assert found == {}

@@ -18,7 +18,7 @@ import pytest
 
 from data.store import StoreSketches, read_meta
 from engine.cli import train_main
-from engine.evaluate import eval_main
+from evaluation.run import eval_main
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"

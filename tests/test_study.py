@@ -16,7 +16,7 @@ import pytest
 from config import load_config
 from data.prepare import FILL_MODES, parse_per_class
 from engine.cli import load_for_branch, overrides_from_args, train_parser
-from engine.evaluate import eval_parser
+from evaluation.run import eval_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("study", ROOT / "scripts" / "study.py")

@@ -10,7 +10,7 @@ from algorithms import Draws
 from config import available_experiments, load_config
 from engine import build
 from engine.cli import train_main
-from engine.evaluate import eval_main
+from evaluation.run import eval_main
 from engine.trainer import Trainer, make_optimizer
 from utils.checkpoint import load_checkpoint
 

@@ -10,11 +10,14 @@ record is skipped by readers).
 
 ``metrics.jsonl`` (one JSON object per epoch) is rewritten whole and atomically from the
 run's history each epoch, so a failed write never leaves half a line.
+
+Without tensorboardX installed (a GPU image may lack it) a run warns once and writes no events.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Iterable
@@ -33,8 +36,12 @@ class RunLogger:
         self._events = None
         self.events_path: Path | None = None
         if enabled:
-            from tensorboardX.event_file_writer import EventsWriter
-
+            try:
+                from tensorboardX.event_file_writer import EventsWriter
+            except ImportError:  # e.g. a GPU image that ships torch but not tensorboardX
+                print("warning: tensorboardX is not installed, so this run writes no TensorBoard events "
+                      "(metrics.jsonl has every epoch); pip install tensorboardX to get them", file=sys.stderr)
+                return
             folder = self.out_dir / "tensorboard"
             try:
                 folder.mkdir(parents=True, exist_ok=True)

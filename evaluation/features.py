@@ -1,159 +1,56 @@
-"""Encoders and their features: checkpoint -> model -> features of a split, cached on disk.
+"""Stage 2, features: (encoder, split, layer) -> features, extracted or read from the cache.
 
-An :class:`Encoder` is one network whose features are read out: a trained checkpoint
-(rebuilt from the config saved in it) or a randomly initialised network of the same
-architecture. :class:`FeatureCache` extracts the features of a split from one named layer
-(eval mode, no gradients, batched, CPU or CUDA) into an ``.npy`` file, block by block, and
-reuses it on the next evaluation. A cache entry is named
+:class:`FeatureCache` extracts the features of a split (``query`` or ``gallery``) from an
+encoder's named layer (eval mode, no gradients, batched, CPU or CUDA; under torchrun split
+over the processes) into an ``.npy`` file, block by block, and reuses it on the next
+evaluation. What it hands on is a :class:`CachedFeatures`: a feature source read in blocks
+(:mod:`evaluation.feature_matrix`) and the labels. A cache entry is named
 
-    <cache dir>/<checkpoint stem>-<split>-<layer>-<digest>.npy   (+ .labels.npy, .json)
+    <cache dir>/<encoder stem>-<split>-<layer>-<digest>.npy   (+ .labels.npy, .json)
 
-where the digest covers the checkpoint's bytes (sha256; for a random init: seed,
-architecture and torch version), the split, the layer, the data config (after overrides),
-the storage dtype and :data:`FEATURE_VERSION`. The three files are each written to a
-temporary name and renamed; the ``.json`` comes last and marks the entry complete, so an
-interrupted extraction never leaves an entry that loads.
+where the digest covers the encoder's ``weights_id`` (sha256 of the checkpoint's bytes; for
+a random init: seed, architecture and torch version), the split, the layer, the data config
+(after overrides; a store's content hash included), the storage dtype and
+:data:`FEATURE_VERSION`. The three files are each written to a locked temporary file and
+renamed; the ``.json`` comes last and marks the entry complete, so an interrupted extraction
+never leaves an entry that loads. The ``.json`` also holds a CRC-32 of the two ``.npy``
+files, checked before an entry is used: an entry changed on disk since it was written (even
+in place at the same size) is extracted again, with one line saying so. Temporaries that a
+killed extraction left behind are removed when the cache first looks at their folder
+(:func:`evaluation.output_files.remove_stale_temporaries_in`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from config import ConfigError, ExperimentConfig, apply_overrides, from_dict
+from config import ConfigError, ExperimentConfig
 from data.store import read_meta
 from engine import build, distributed
-from utils.atomic import atomic_write, atomic_write_text
-from utils.checkpoint import CheckpointError, load_checkpoint
-from utils.feature_store import STORAGE_DTYPES, NpyReader, NpyWriter
-from utils.rng import seed_everything
+from evaluation.encoders import Encoder
+from evaluation.feature_matrix import STORAGE_DTYPES, NpyReader, NpyWriter, file_crc32
+from evaluation.output_files import remove_stale_temporaries_in, write_locked
 
 #: Bump when the meaning of extracted features changes, to invalidate old cache entries.
 FEATURE_VERSION = 1
 
 
-# ---------------------------------------------------------------------------- hashing
-_SHA_MEMO: dict[tuple, str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes (memoised per path, size and modification time)."""
-    path = Path(path)
-    st = path.stat()
-    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if memo not in _SHA_MEMO:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for piece in iter(lambda: fh.read(1 << 22), b""):
-                h.update(piece)
-        _SHA_MEMO[memo] = h.hexdigest()
-    return _SHA_MEMO[memo]
-
-
-def state_digest(state: dict) -> str:
-    """sha256 over every tensor of a state dict (names, dtypes, shapes and values)."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name]
-        if not isinstance(t, torch.Tensor):
-            h.update(f"{name}={t!r};".encode())
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def _digest(obj: object) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------- encoders
-@dataclass
-class Encoder:
-    """A network whose features are read out, and where its weights come from."""
-
-    cfg: ExperimentConfig  # the config used (after overrides)
-    layer: str
-    num_outputs: int
-    kind: str  # "checkpoint" or "random"
-    ckpt: Path | None = None
-    epoch: int | None = None
-    seed: int | None = None
-    weights_id: str = ""  # sha256 of the checkpoint file, or a digest of the random init
-    home: Path | None = None  # default folder of its feature cache
-    _model: torch.nn.Module | None = field(default=None, repr=False)
-    _initial_digest: str | None = field(default=None, repr=False)
-
-    @property
-    def label(self) -> str:
-        """How tables name this encoder."""
-        if self.kind == "random":
-            return f"random init ({self.cfg.model.name}, seed {self.seed})"
-        return f"{self.cfg.name} (epoch {self.epoch})"
-
-    @property
-    def stem(self) -> str:
-        if self.kind == "random":
-            return f"random-{self.cfg.model.name}-seed{self.seed}"
-        return f"{self.cfg.name}-{self.ckpt.stem}"
-
-    def model(self, device: torch.device) -> torch.nn.Module:
-        """The network in eval mode on ``device`` (a random init is built on first use)."""
-        if self._model is None:
-            seed_everything(int(self.seed))
-            self._model = build.build_model(self.cfg, self.num_outputs)
-            self._initial_digest = state_digest(self._model.state_dict())
-        return self._model.to(device).eval()
-
-    def unchanged(self) -> bool:
-        """True when the network's weights and buffers equal the checkpoint's (or, for a
-        random init, those it was built with): reading features did not train it."""
-        if self._model is None:
-            return True  # a random init never built: every feature came from the cache
-        return state_digest(self._model.state_dict()) == self._initial_digest
-
-
-def load_encoder(path: str | os.PathLike, overrides: dict | None = None, layer: str | None = None) -> Encoder:
-    """An encoder from a checkpoint; its config is the one saved in the checkpoint, with
-    dotted-key ``overrides`` applied. ``layer`` defaults to the config's eval.feature, else
-    the model's default feature."""
-    path = Path(path)
-    state = load_checkpoint(path, map_location="cpu")
-    try:
-        cfg = from_dict(apply_overrides(dict(state["config"]), dict(overrides or {})), where=f"{path} config")
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: saved config is not valid here ({err})") from None
-    num_outputs = int(state.get("num_outputs") or build.head_size(cfg))
-    net = build.build_model(cfg, num_outputs)
-    layer = build.feature_layer(cfg, net, layer)
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not fit model '{cfg.model.name}' ({str(err).splitlines()[0]})") from None
-    return Encoder(cfg=cfg, layer=layer, num_outputs=num_outputs, kind="checkpoint", ckpt=path,
-                   epoch=int(state["epoch"]), weights_id=file_sha256(path), home=path.parent / "features",
-                   _model=net.eval(),
-                   _initial_digest=state_digest(state["model"]))
-
-
-def random_encoder(like: Encoder, seed: int) -> Encoder:
-    """The architecture of ``like`` with fresh weights drawn with ``seed``."""
-    wid = _digest({"random": int(seed), "model": dataclasses.asdict(like.cfg.model),
-                   "num_outputs": like.num_outputs, "torch": torch.__version__})
-    return Encoder(cfg=like.cfg, layer=like.layer, num_outputs=like.num_outputs, kind="random", seed=int(seed),
-                   weights_id=wid, home=like.home)
 
 
 # ---------------------------------------------------------------------------- extraction
@@ -202,7 +99,7 @@ def data_digest(cfg: ExperimentConfig) -> str:
 
 @dataclass
 class CachedFeatures:
-    """Features of one split on disk, read in blocks."""
+    """Features of one split on disk, read in blocks, with their labels."""
 
     source: NpyReader
     labels: np.ndarray
@@ -221,6 +118,9 @@ class FeatureCache:
             across runs).
         dtype: storage type, ``float32`` (exact) or ``float16`` (half the disk and I/O).
         progress: progress bars while extracting.
+
+    :meth:`get` raises :class:`evaluation.output_files.OutputWriteError` when an entry
+    cannot be written (a full disk); complete entries written before stay usable.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, temporary: bool = False, dtype: str = "float32",
@@ -232,6 +132,8 @@ class FeatureCache:
         self.dtype = dtype
         self.progress = progress
         self._datasets: dict[tuple, torch.utils.data.Dataset] = {}
+        self._verified: dict[tuple, bool] = {}
+        self._swept: set[Path] = set()
         self.extracted: list[Path] = []  # entries written by this cache object
 
     def close(self) -> None:
@@ -254,8 +156,36 @@ class FeatureCache:
         base = path.with_suffix("")
         return base.with_name(base.name + ".labels.npy"), base.with_name(base.name + ".json")
 
+    def _sweep(self, folder: Path) -> None:
+        """Remove what killed extractions left in ``folder`` (once per folder and cache)."""
+        if folder in self._swept:
+            return
+        self._swept.add(folder)
+        removed = remove_stale_temporaries_in(folder)
+        if removed and distributed.context().is_main:
+            mb = sum(size for _, size in removed) / 2**20
+            print(f"[eval] removed {len(removed)} temporary file(s) ({mb:.1f} MB) that interrupted extractions "
+                  f"left in {folder}")
+
+    def _intact(self, path: Path, labels_path: Path, meta: dict) -> bool:
+        """True when both ``.npy`` files have the CRC-32 their metadata recorded (memoised
+        per file identity and modification time)."""
+        try:
+            stats = [(str(p), st.st_ino, st.st_size, st.st_mtime_ns) for p in (path, labels_path)
+                     for st in [p.stat()]]
+        except OSError:
+            return False
+        key = tuple(stats) + (meta.get("crc32"), meta.get("labels_crc32"))
+        if key not in self._verified:
+            want = (meta.get("crc32"), meta.get("labels_crc32"))
+            self._verified[key] = None not in want and want == (file_crc32(path), file_crc32(labels_path))
+        return self._verified[key]
+
     def lookup(self, enc: Encoder, split: str) -> CachedFeatures | None:
+        """The entry of ``split`` if it is complete and intact, else None (with one line
+        when an entry is there but damaged)."""
         path = self.entry(enc, split)
+        self._sweep(path.parent)
         labels_path, meta_path = self._parts(path)
         if not meta_path.exists():
             return None
@@ -267,6 +197,11 @@ class FeatureCache:
             print(f"[eval] ignoring a broken cache entry {path.name} ({err})")
             return None
         if list(reader.shape) != meta.get("shape") or labels.shape != (reader.shape[0],):
+            return None
+        if not self._intact(path, labels_path, meta):
+            if distributed.context().is_main:
+                why = "has no checksum (older version)" if "crc32" not in meta else "does not match its checksum"
+                print(f"[eval] cache entry {path} {why}; extracting it again")
             return None
         return CachedFeatures(reader, labels, path, hit=True)
 
@@ -296,8 +231,7 @@ class FeatureCache:
             feats, labels = distributed.gather_features(feats, labels)
             writes = self._tmp is not None or distributed.context().is_main
             dim = feats.shape[1]
-            if writes:
-                self._write_entry(path, feats, labels)
+            crc = self._write_entry(path, feats) if writes else None
         else:
             writes, writer = True, NpyWriter(path, len(dataset), self.dtype)
             try:
@@ -307,22 +241,26 @@ class FeatureCache:
             except BaseException:
                 writer.abort()
                 raise
-            dim = writer.dim
+            dim, crc = writer.dim, writer.crc
         if writes:
-            atomic_write(labels_path, lambda fh: np.save(fh, labels.numpy()))
+            buf = io.BytesIO()
+            np.save(buf, labels.numpy())
+            write_locked(labels_path, buf.getvalue())
             meta = {"weights": enc.weights_id, "checkpoint": str(enc.ckpt) if enc.ckpt else None, "kind": enc.kind,
                     "seed": enc.seed, "split": split, "layer": enc.layer, "data": dataclasses.asdict(enc.cfg.data),
-                    "dtype": self.dtype, "shape": [len(dataset), dim], "version": FEATURE_VERSION}
-            atomic_write_text(meta_path, json.dumps(meta, indent=2) + "\n")
+                    "dtype": self.dtype, "shape": [len(dataset), dim], "version": FEATURE_VERSION,
+                    "crc32": crc, "labels_crc32": zlib.crc32(buf.getvalue())}
+            write_locked(meta_path, (json.dumps(meta, indent=2) + "\n").encode())
         distributed.barrier()
         self.extracted.append(path)
         return CachedFeatures(NpyReader(path), labels.numpy(), path, hit=False, seconds=time.time() - t0)
 
-    def _write_entry(self, path: Path, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        writer = NpyWriter(path, len(labels), self.dtype)
+    def _write_entry(self, path: Path, feats: torch.Tensor) -> int:
+        writer = NpyWriter(path, len(feats), self.dtype)
         try:
             writer.write(feats)
             writer.close()
         except BaseException:
             writer.abort()
             raise
+        return writer.crc

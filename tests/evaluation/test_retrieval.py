@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.retrieval import retrieval_metrics
+from evaluation.metrics.retrieval import retrieval_metrics
 
 
 def brute_force(q, ql, g, gl, topk):
@@ -95,8 +95,8 @@ def test_shape_errors():
 
 
 # ---------------------------------------------------------------------------- exact, chunked, streamed
-from utils.feature_store import NpyReader, NpyWriter, TensorSource, read_rows  # noqa: E402
-from utils.retrieval import (  # noqa: E402
+from evaluation.feature_matrix import NpyReader, NpyWriter  # noqa: E402
+from evaluation.metrics.retrieval import (  # noqa: E402
     plan_chunks,
     ranking_keys,
     reference_metrics,
@@ -120,7 +120,7 @@ def brute_force_full(q, ql, g, gl, metric):
 
 
 def similarity_np(q, g, metric):
-    from utils.retrieval import similarity
+    from evaluation.metrics.retrieval import similarity
 
     return similarity(torch.tensor(q, dtype=torch.float32), torch.tensor(g, dtype=torch.float32), metric).numpy()
 
@@ -265,27 +265,17 @@ def test_memory_plan_at_full_protocol_size_stays_in_budget():
     assert (small["chunk"], small["block"]) == (10, 20)
 
 
-def test_npy_writer_is_atomic_and_reader_checks_size(tmp_path):
-    path = tmp_path / "f.npy"
-    w = NpyWriter(path, 10)
-    w.write(np.ones((4, 3)))
-    w.abort()
-    assert not path.exists() and not list(tmp_path.iterdir())
-    with pytest.raises(ValueError, match="announced"):
-        with NpyWriter(path, 10) as w:
-            w.write(np.ones((4, 3)))
-            w.close()
-    assert not path.exists()
-    data = np.arange(30, dtype=np.float32).reshape(10, 3)
-    with NpyWriter(path, 10) as w:
-        w.write(data[:6])
-        w.write(data[6:])
-    assert np.array_equal(np.load(path), data)
-    r = NpyReader(path)
-    assert torch.equal(r.read(2, 5), torch.tensor(data[2:5]))
-    assert torch.equal(read_rows(r, [9, 0, 4]), torch.tensor(data[[9, 0, 4]]))
-    assert torch.equal(read_rows(TensorSource(torch.tensor(data)), [9, 0, 4]), torch.tensor(data[[9, 0, 4]]))
-    with open(path, "r+b") as fh:
-        fh.truncate(path.stat().st_size - 4)
-    with pytest.raises(ValueError, match="truncated"):
-        NpyReader(path)
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_neighbours_are_the_first_items_of_the_ranking_whatever_the_chunking(metric):
+    q, ql, g, gl = (tied_data if metric == "cosine" else tied_data_euclidean)(4, nq=31, ng=97)
+    scores = torch.tensor(similarity_np(q, g, metric))
+    expected = torch.sort(scores, dim=1, descending=True, stable=True)
+    args = (torch.tensor(q), torch.tensor(ql), torch.tensor(g), torch.tensor(gl), metric, (1, 5))
+    plain = retrieval_metrics(*args)
+    for chunk, block in [(None, None), (1, 1), (4, 9), (31, 97)]:
+        out = retrieval_metrics(*args, chunk=chunk, block=block, neighbours=12)
+        assert torch.equal(out["neighbours"]["index"], expected.indices[:, :12])  # ties: lower index first
+        assert torch.equal(out["neighbours"]["score"], expected.values[:, :12])
+        assert torch.equal(out["ap"], plain["ap"]) and out["P@5"] == plain["P@5"]  # nothing else changes
+    assert "neighbours" not in plain
+    assert retrieval_metrics(*args, neighbours=500)["neighbours"]["index"].shape == (31, 97)  # the whole gallery

@@ -1,5 +1,6 @@
-"""Fused descriptors: two copies of one encoder rank like the encoder alone, and the weights
-act exactly as documented (squared on cosine in concat mode, linear in score mode)."""
+"""Descriptors: two copies of one encoder rank like the encoder alone, the fusion weights act
+exactly as documented (squared on cosine in concat mode, linear in score mode), parts are
+parsed from the command line, and a row's parts must have read the same sketches."""
 
 import numpy as np
 import pytest
@@ -7,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from config import ConfigError
-from engine.fusion import parse_part
-from utils.fusion import FusedSource, fuse, fusion_scales
-from utils.retrieval import reference_metrics, retrieval_metrics, topk_indices
+from evaluation.descriptors import Descriptor, FusedSource, combine, fuse, fusion_scales, parse_part
+from evaluation.feature_matrix import TensorSource
+from evaluation.features import CachedFeatures
+from evaluation.metrics.retrieval import reference_metrics, retrieval_metrics, topk_indices
 
 
 def encoders(seed=0, n_q=30, n_g=120, classes=6):
@@ -137,3 +139,27 @@ def test_equal_weights_in_both_modes_rank_alike():
     b = full_ranking(fuse([qa, qb], (1, 1), "score"), fuse([ga, gb], (1, 1), "score"))
     assert torch.equal(a, b)
     assert np.array_equal(fusion_scales((4.0, 1.0), "score"), [2.0, 1.0])
+
+
+class _Part:
+    """Stands in for an Encoder: combine only reads names."""
+
+    def __init__(self, name):
+        self.label, self.layer, self.weights_id = name, "fc", name
+
+
+def _entry(x, labels):
+    return CachedFeatures(TensorSource(x), np.asarray(labels), path=None, hit=True)
+
+
+def test_combine_fuses_the_parts_and_refuses_parts_of_other_sketches():
+    qa, qb, ql, ga, gb, gl = encoders()
+    desc = Descriptor("a+b", "fused", [_Part("a"), _Part("b")], [1.0, 0.5], "score", fused=True)
+    got = combine(desc, [_entry(qa, ql), _entry(qb, ql)], [_entry(ga, gl), _entry(gb, gl)])
+    assert torch.equal(got.gallery.read(0, len(gl)), fuse([ga, gb], [1.0, 0.5], "score"))
+    assert np.array_equal(got.query_labels, ql) and got.all_cached
+    single = combine(Descriptor("a", "pretrained", [_Part("a")]), [_entry(qa, ql)], [_entry(ga, gl)])
+    assert torch.equal(single.query.read(0, len(ql)), qa)  # one part: its own features, unchanged
+    shuffled = gl.flip(0)
+    with pytest.raises(ConfigError, match="different gallery sketches"):
+        combine(desc, [_entry(qa, ql), _entry(qb, ql)], [_entry(ga, gl), _entry(gb, shuffled)])

@@ -1,5 +1,14 @@
-"""Small PNG charts drawn with Pillow (no plotting library needed): per-class AP bars and
-precision-recall curves. Each function takes plain lists and writes one file."""
+"""Stage 6, pictures: queries with their top-K retrievals, per-class AP, precision-recall.
+
+The query grid shows one query per row (its label on the left), then its first K gallery
+sketches in ranking order, each framed green when it has the query's class, red when not,
+grey when the query's class is unknown (your own sketches). Sketches are drawn dark on
+white from their strokes, whatever the modality the encoder read. The charts are drawn with
+Pillow (no plotting library): per-class AP bars (or dots for many rows) and interpolated
+precision-recall curves. Each function takes plain lists and writes one PNG, whole or not at
+all (:mod:`evaluation.output_files`).
+"""
+
 
 from __future__ import annotations
 
@@ -7,7 +16,12 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from data.render import render
+from data.sketch import Sketch, fit_to_box
+from evaluation.output_files import write_output
 
 #: Series colours: Okabe-Ito (colour-blind friendly), then four more; series also differ by
 #: marker shape (circle, square, triangle, diamond), so up to 12 series stay distinct.
@@ -56,10 +70,9 @@ def _legend(draw: ImageDraw.ImageDraw, x: int, y: int, names: Sequence[str]) -> 
 
 
 def save_png(img: Image.Image, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.quantize(colors=64, dither=Image.Dither.NONE).save(path, optimize=True)
-    return path
+    """Write ``img`` as a 64-colour PNG (raises :class:`evaluation.output_files.OutputWriteError`)."""
+    small = img.quantize(colors=64, dither=Image.Dither.NONE)
+    return write_output(path, lambda fh: small.save(fh, format="PNG", optimize=True))
 
 
 def select_classes(values: Sequence[float], max_classes: int) -> list[int]:
@@ -171,3 +184,78 @@ def pr_chart(
         for x, y in pts[::2]:
             marker(d, x, y, s, 3)
     return save_png(img, path)
+
+
+# ---------------------------------------------------------------------------- query grid
+CORRECT = (0, 160, 60)
+WRONG = (220, 30, 30)
+QUERY = (40, 40, 40)
+UNKNOWN = (160, 160, 160)
+
+
+def thumbnail(sketch: Sketch, size: int) -> Image.Image:
+    """A sketch drawn dark on white, centred, ``size`` x ``size`` pixels."""
+    strokes = fit_to_box(sketch.strokes, center=True)
+    img = render(strokes, size=size, line_width=max(2.0, 2.0 * 256 / size))
+    return Image.fromarray((255 - np.round(img * 255)).astype(np.uint8)).convert("RGB")
+
+
+def pick_grid_queries(query_labels: np.ndarray, n: int) -> list[int]:
+    """Deterministic queries for the grid: the first query of each class, classes in
+    ascending order, then the second of each, ... until ``n`` are picked."""
+    labels = np.asarray(query_labels)
+    per_class = {c: list(np.flatnonzero(labels == c)) for c in np.unique(labels)}
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < min(n, len(labels)):
+        for c in sorted(per_class):
+            if depth < len(per_class[c]) and len(picked) < n:
+                picked.append(int(per_class[c][depth]))
+        depth += 1
+    return picked
+
+
+def query_grid(
+    path: str | Path,
+    queries: Sequence[Sketch],
+    retrieved: Sequence[Sequence[Sketch]],
+    correct: Sequence[Sequence[bool | None]],
+    row_labels: Sequence[str],
+    title: str,
+    size: int = 64,
+) -> Path:
+    """Write the grid PNG: row i is ``queries[i]`` then ``retrieved[i]`` framed by ``correct[i]``
+    (True green, False red, None grey)."""
+    if not queries:
+        raise ValueError("no queries to draw")
+    border, pad = 3, 6
+    cell = size + 2 * border
+    k = max(len(r) for r in retrieved)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = max(text_size(probe, s)[0] for s in row_labels) + 12
+    head = 36
+    width = label_w + (k + 1) * (cell + pad) + 2 * pad
+    height = head + len(queries) * (cell + pad) + pad
+    img = Image.new("RGB", (width, height), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    d.text((pad, 6), title, fill=(0, 0, 0), font=font())
+    x_q = label_w
+    d.text((x_q, 20), "query", fill=(0, 0, 0), font=font())
+    for j in range(k):
+        x = label_w + (j + 1) * (cell + pad) + pad
+        d.text((x, 20), f"{j + 1}", fill=(0, 0, 0), font=font())
+    for i, (q, row, ok) in enumerate(zip(queries, retrieved, correct)):
+        y = head + i * (cell + pad)
+        d.text((pad, y + cell / 2 - 6), row_labels[i], fill=(0, 0, 0), font=font())
+        _framed(img, thumbnail(q, size), x_q, y, QUERY, border)
+        for j, (s, good) in enumerate(zip(row, ok)):
+            x = label_w + (j + 1) * (cell + pad) + pad
+            _framed(img, thumbnail(s, size), x, y, UNKNOWN if good is None else CORRECT if good else WRONG, border)
+    return save_png(img, path)
+
+
+def _framed(img: Image.Image, tile: Image.Image, x: int, y: int, colour: tuple, border: int) -> None:
+    d = ImageDraw.Draw(img)
+    w = tile.width + 2 * border
+    d.rectangle([x, y, x + w - 1, y + w - 1], fill=colour)
+    img.paste(tile, (x + border, y + border))

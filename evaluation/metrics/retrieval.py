@@ -1,4 +1,5 @@
-"""Retrieval metrics: every query ranks the whole gallery; mAP, precision@K, per-class AP, PR.
+"""Retrieval metrics: every query ranks the whole gallery; mAP, precision@K, per-class AP, PR,
+and each query's nearest gallery items (for the kNN vote, :mod:`evaluation.metrics.knn`).
 
 Ranking rule: descending similarity (cosine similarity, or negative squared euclidean
 distance); equal scores keep gallery order, so results are deterministic. A gallery item is
@@ -34,7 +35,8 @@ order also puts each query's relevant items into one or two gallery tiles, so th
 
 Memory. Queries are ranked ``chunk`` at a time: pass 1 finds their relevant keys, pass 2
 streams the gallery once in blocks of ``block`` rows from any feature source
-(:mod:`utils.feature_store`, e.g. a float16 file on disk) and updates each query's histogram.
+(:mod:`evaluation.feature_matrix`, e.g. a float16 file on disk) and updates each query's histogram
+and, when asked, its running top-``neighbours`` keys (the smallest keys are the nearest items).
 A chunk holds, per query, its prepared features, R sorted keys and an R + 1 histogram;
 :func:`plan_chunks` sizes chunk and block from one budget (``memory_mb``). At the full
 protocol size (34,500 queries x 345,000 gallery items, 4096-d, R = 1000) and 512 MiB, that is
@@ -50,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from utils.feature_store import FeatureSource, as_source
+from evaluation.feature_matrix import FeatureSource, as_source
 
 #: Working memory of one evaluation (queries of a chunk, gallery block, ranking scratch), in MiB.
 DEFAULT_MEMORY_MB = 512
@@ -114,15 +116,17 @@ def plan_chunks(
     memory_mb: float = DEFAULT_MEMORY_MB,
     chunk: int | None = None,
     block: int | None = None,
+    neighbours: int = 0,
 ) -> dict:
     """How many queries are ranked per pass over the gallery, and gallery rows per block.
 
-    Working memory (bytes; D = dim, R = max_relevant, tiles TQ x TG):
+    Working memory (bytes; D = dim, R = max_relevant, N = neighbours, tiles TQ x TG):
 
     - fixed: two cached gallery tiles (8 TG D), one query tile's relevant-score scratch
       (44 TQ R), summaries of 1024 queries (40 * 1024 R);
     - per query of a chunk: its prepared features (4 D), its relevant items' sorted keys
-      (8 R), its rank histogram (8 (R + 1)) and the ranks read from it (8 R);
+      (8 R), its rank histogram (8 (R + 1)) and the ranks read from it (8 R), its nearest
+      items' keys and scores and their merge scratch (24 N);
     - per gallery row of a block: the prepared rows and their read buffer (6 D, for the
       block plus one tile it may straddle) and the ranking scratch of one query tile
       against the block (about 28 TQ: scores, keys, positions).
@@ -138,7 +142,7 @@ def plan_chunks(
     r = max(1, max_relevant)
     fixed = 8 * TILE_G * dim + 44 * TILE_Q * r + 40 * 1024 * r
     avail = max(0.0, budget - fixed)
-    per_q = 4 * dim + 24 * r + 8
+    per_q = 4 * dim + 24 * r + 8 + 24 * max(0, neighbours)
     c = chunk or max(TILE_Q, int(0.6 * avail // per_q) // TILE_Q * TILE_Q)
     c = max(1, min(c, max(1, num_queries)))
     per_g = 6 * dim + 28 * TILE_Q
@@ -225,12 +229,14 @@ def retrieval_metrics(
     memory_mb: float = DEFAULT_MEMORY_MB,
     device: torch.device | str | None = None,
     progress: bool = False,
+    neighbours: int = 0,
 ) -> dict:
-    """mAP, precision@K, per-class AP and a precision-recall curve of ``query`` vs ``gallery``.
+    """mAP, precision@K, per-class AP and a precision-recall curve of ``query`` vs ``gallery``,
+    and each query's ``neighbours`` nearest gallery items from the same pass over the gallery.
 
     Args:
         query, gallery: (Q, D) and (G, D) features: tensors, or feature sources read in
-            blocks (:mod:`utils.feature_store`).
+            blocks (:mod:`evaluation.feature_matrix`).
         query_labels, gallery_labels: (Q,) and (G,) integer class labels.
         metric: ``"cosine"`` or ``"euclidean"``.
         topk: K values for precision@K; a K larger than the gallery is clamped to its size.
@@ -240,12 +246,16 @@ def retrieval_metrics(
         memory_mb: working-memory budget in MiB.
         device: where scores are computed (default: the CPU).
         progress: show a progress bar over gallery blocks.
+        neighbours: also return the first N items of every query's ranking (0: none;
+            clamped to the gallery size), whatever their labels.
 
     Returns:
         ``{"mAP", "P@K" for each K, "ap": float64 (Q,) (NaN where undefined),
         "num_queries", "num_valid_queries", "class_ap": {label: mean AP of its queries},
         "pr_curve": {"recall": [...], "precision": [...]} (interpolated precision averaged
-        over valid queries), "plan": the sizes used}``.
+        over valid queries), "plan": the sizes used}``, and with ``neighbours`` N > 0
+        ``"neighbours": {"index": int64 (Q, N) gallery indices, "score": float32 (Q, N)
+        similarities}``, best first, in the ranking's order (ties: lower gallery index).
     """
     if metric not in ("cosine", "euclidean"):
         raise ValueError(f"unknown metric '{metric}' (cosine or euclidean)")
@@ -273,7 +283,8 @@ def retrieval_metrics(
     q_cls = torch.where(classes[pos] == ql, pos, torch.full_like(pos, -1))
     num_rel = torch.where(q_cls >= 0, counts[q_cls.clamp(min=0)], torch.zeros_like(q_cls))
     r_max = max(1, int(num_rel.max())) if num_q else 1
-    plan = plan_chunks(num_q, num_g, g_src.dim, r_max, memory_mb, chunk, block)
+    n_nb = min(max(0, int(neighbours)), num_g)
+    plan = plan_chunks(num_q, num_g, g_src.dim, r_max, memory_mb, chunk, block, n_nb)
     scorer = TiledScores(q_src, q_cls, g_src, g_cls, metric, device)
     g_index = scorer.g_order.to(device)  # original gallery index at each class-order position
     g_cls_dev = scorer.g_cls.to(device)
@@ -284,10 +295,13 @@ def retrieval_metrics(
     ap_sorted = torch.empty(num_q, dtype=torch.float64)
     hits_sorted = torch.zeros(num_q, len(ks), dtype=torch.int64)
     pr_sorted = torch.empty(num_q, PR_LEVELS, dtype=torch.float64)
+    nb_keys_sorted = torch.empty(num_q, n_nb, dtype=torch.int64)
+    nb_scores_sorted = torch.empty(num_q, n_nb, dtype=torch.float32)
     bar = tqdm(total=num_q, desc="ranking", disable=not progress, leave=False)
     for a in range(0, num_q, plan["chunk"]):
         b = min(a + plan["chunk"], num_q)
-        ranks = _rank_chunk(scorer, a, b, r_max, g_start, counts, g_index, g_cls_dev, plan["block"], device)
+        ranks, nb_keys_sorted[a:b], nb_scores_sorted[a:b] = _rank_chunk(
+            scorer, a, b, r_max, g_start, counts, g_index, g_cls_dev, plan["block"], device, n_nb)
         for s0 in range(a, b, 1024):
             s1 = min(s0 + 1024, b)
             ap_sorted[s0:s1], hits_sorted[s0:s1], pr_sorted[s0:s1] = _summaries(ranks[s0 - a : s1 - a],
@@ -320,12 +334,18 @@ def retrieval_metrics(
     }
     for i, (k_req, k) in enumerate(zip(topk, ks)):
         out[f"P@{int(k_req)}"] = float(hits[i]) / (k * num_q) if num_q else float("nan")
+    if n_nb:
+        nb_index, nb_scores = torch.empty_like(nb_keys_sorted), torch.empty_like(nb_scores_sorted)
+        nb_index[scorer.q_order], nb_scores[scorer.q_order] = key_index(nb_keys_sorted), nb_scores_sorted
+        out["neighbours"] = {"index": nb_index, "score": nb_scores}
     return out
 
 
 def _rank_chunk(scorer: TiledScores, a: int, b: int, r_max: int, g_start: torch.Tensor, counts: torch.Tensor,
-                g_index: torch.Tensor, g_cls: torch.Tensor, block: int, device: torch.device) -> torch.Tensor:
-    """Ranks (b - a, r_max) of the relevant items of queries a..b-1 (class order); 0 past R."""
+                g_index: torch.Tensor, g_cls: torch.Tensor, block: int, device: torch.device,
+                n_nb: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For queries a..b-1 (class order): ranks (b - a, r_max) of their relevant items (0 past
+    R), and the ranking keys (b - a, n_nb) and scores of their first ``n_nb`` items."""
     n, num_g = b - a, len(g_index)
     q_cls = scorer.q_cls[a:b]
     r = torch.where(q_cls >= 0, counts[q_cls.clamp(min=0)], torch.zeros_like(q_cls))
@@ -363,8 +383,12 @@ def _rank_chunk(scorer: TiledScores, a: int, b: int, r_max: int, g_start: torch.
 
     # Pass 2: one sweep over the gallery; for every other item p = #{relevant keys below its
     # key}, counted per query in a histogram; the k-th relevant item has rank
-    # k + 1 + #{others with p <= k}.
+    # k + 1 + #{others with p <= k}. The n_nb smallest keys of all items (relevant or not)
+    # are merged into a running best list on the way: keys are unique, so the merge does not
+    # depend on the blocks.
     hist = torch.zeros(n, r_max + 1, dtype=torch.int64, device=device)
+    nb_keys = torch.full((n, n_nb), _PAD_KEY, dtype=torch.int64, device=device)
+    nb_scores = torch.zeros(n, n_nb, dtype=torch.float32, device=device)
     for g0 in range(0, num_g, block):
         g1 = min(g0 + block, num_g)
         g_tiles = [(u0, scorer.gallery_tile(u0)) for u0 in range((g0 // scorer.tg) * scorer.tg, g1, scorer.tg)]
@@ -377,6 +401,13 @@ def _rank_chunk(scorer: TiledScores, a: int, b: int, r_max: int, g_start: torch.
             if torch.isnan(s).any():
                 raise ValueError("similarity scores contain NaN (features with NaN or inf values?)")
             keys = ranking_keys(s, idx)
+            if n_nb:
+                near = torch.topk(keys, min(n_nb, keys.shape[1]), dim=1, largest=False, sorted=False).indices
+                cand_k = torch.cat([nb_keys[r0 - a : r1 - a], keys.gather(1, near)], 1)
+                cand_s = torch.cat([nb_scores[r0 - a : r1 - a], s.gather(1, near)], 1)
+                best = torch.topk(cand_k, n_nb, dim=1, largest=False, sorted=True).indices
+                nb_keys[r0 - a : r1 - a], nb_scores[r0 - a : r1 - a] = cand_k.gather(1, best), cand_s.gather(1, best)
+                del near, cand_k, cand_s, best
             del s
             keys.masked_fill_(q_cls[r0 - a : r1 - a].to(device).unsqueeze(1) == cls_cols.unsqueeze(0), _PAD_KEY)
             p = torch.searchsorted(rel_keys[r0 - a : r1 - a], keys)
@@ -387,7 +418,7 @@ def _rank_chunk(scorer: TiledScores, a: int, b: int, r_max: int, g_start: torch.
             del p
     before = hist[:, :r_max].cumsum(1)
     ranks = (col + 1).unsqueeze(0) + before
-    return torch.where(real, ranks, torch.zeros_like(ranks)).cpu()
+    return torch.where(real, ranks, torch.zeros_like(ranks)).cpu(), nb_keys.cpu(), nb_scores.cpu()
 
 
 def _summaries(ranks: torch.Tensor, r: torch.Tensor, ks: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

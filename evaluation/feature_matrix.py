@@ -7,19 +7,30 @@ at a time (:class:`NpyReader`) with plain file reads into a fresh buffer, not ``
 pages of a memory map that has been read stay in the process's resident set, so a map would
 make the memory an evaluation reports grow with the gallery.
 
-A *feature source* is anything with ``len(src)``, ``src.dim`` and ``src.read(start, stop)``
-returning a float32 tensor ``(stop - start, dim)`` on the CPU: an :class:`NpyReader`, a
-:class:`TensorSource` (an in-memory matrix), or a fused descriptor (:mod:`utils.fusion`).
+A *feature source* is anything with ``len(src)``, ``src.dim``, ``src.read(start, stop)``
+returning a float32 tensor ``(stop - start, dim)`` on the CPU and ``src.take(rows)``: an
+:class:`NpyReader`, a :class:`TensorSource` (an in-memory matrix), or a fused descriptor
+(:class:`evaluation.descriptors.FusedSource`). Every stage after the features reads
+features through this interface and nothing else.
+
+The writer computes a CRC-32 of the file's bytes as it writes them (:attr:`NpyWriter.crc`),
+so that a cache can store it and later check the file with :func:`file_crc32` (3-4 GB/s,
+less than reading the file once more): a file changed in place, even at the same size, is
+caught before it is used.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import zlib
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+
+from evaluation.output_files import LockedTemporary, OutputWriteError
 
 #: Storage types a feature file may have.
 STORAGE_DTYPES = ("float32", "float16")
@@ -98,24 +109,38 @@ def read_rows(src: FeatureSource | torch.Tensor, rows: torch.Tensor | np.ndarray
 
 
 class NpyWriter:
-    """Write an (N, D) ``.npy`` file batch by batch, atomically.
+    """Write an (N, D) ``.npy`` file batch by batch, atomically, with a CRC-32 of its bytes.
 
-    Rows go to ``<path>.tmp``; :meth:`close` checks that exactly ``num_rows`` rows were
-    written, flushes to disk and renames over ``path``. The header is written when the first
-    batch tells the width D. An interrupted writer leaves no file at ``path``.
+    Rows go to a locked temporary file beside ``path``
+    (:class:`evaluation.output_files.LockedTemporary`); :meth:`close` checks that exactly
+    ``num_rows`` rows were written, flushes to disk and renames it over ``path``. The header
+    is written when the first batch tells the width D. An interrupted writer leaves no file
+    at ``path``. After :meth:`close`, :attr:`crc` is the CRC-32 of the whole file. A write
+    that fails (a full disk) removes the temporary and raises
+    :class:`evaluation.output_files.OutputWriteError` naming ``path``.
     """
 
     def __init__(self, path: str | os.PathLike, num_rows: int, dtype: str = "float32") -> None:
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"dtype must be one of {STORAGE_DTYPES}, got {dtype!r}")
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.num_rows = int(num_rows)
         self.dtype = np.dtype(dtype)
         self.dim: int | None = None
         self.rows = 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.tmp, "wb")
+        self.crc = 0
+        try:
+            self._out = LockedTemporary(self.path)
+        except OSError as err:
+            raise OutputWriteError(self.path, err) from None
+
+    def _put(self, data: bytes | memoryview) -> None:
+        try:
+            self._out.fh.write(data)
+        except OSError as err:
+            self.abort()
+            raise OutputWriteError(self.path, err) from None
+        self.crc = zlib.crc32(data, self.crc)
 
     def write(self, batch: torch.Tensor | np.ndarray) -> None:
         """Append rows (B, D) (any float type; stored as the writer's dtype)."""
@@ -126,30 +151,28 @@ class NpyWriter:
             raise ValueError(f"batch must be 2-D, got shape {batch.shape}")
         if self.dim is None:
             self.dim = batch.shape[1]
-            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                      "shape": (self.num_rows, self.dim)}
-            np.lib.format.write_array_header_2_0(self._fh, header)
+            header = io.BytesIO()
+            np.lib.format.write_array_header_2_0(header, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                          "fortran_order": False, "shape": (self.num_rows, self.dim)})
+            self._put(header.getvalue())
         elif batch.shape[1] != self.dim:
             raise ValueError(f"batch has {batch.shape[1]} columns, earlier batches had {self.dim}")
         if self.rows + len(batch) > self.num_rows:
             raise ValueError(f"more than the announced {self.num_rows} rows")
-        self._fh.write(batch.tobytes())
+        self._put(memoryview(batch).cast("B"))
         self.rows += len(batch)
 
     def close(self) -> Path:
         if self.rows != self.num_rows or self.dim is None:
             self.abort()
             raise ValueError(f"{self.path}: wrote {self.rows} rows, announced {self.num_rows}")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        os.replace(self.tmp, self.path)
-        return self.path
+        try:
+            return self._out.commit()
+        except OSError as err:
+            raise OutputWriteError(self.path, err) from None
 
     def abort(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-        self.tmp.unlink(missing_ok=True)
+        self._out.abort()
 
     def __enter__(self) -> "NpyWriter":
         return self
@@ -157,8 +180,21 @@ class NpyWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
-        elif not self._fh.closed:
+        elif not self._out.fh.closed:
             self.close()
+
+
+def file_crc32(path: str | os.PathLike, piece: int = 1 << 24) -> int:
+    """CRC-32 of a file's bytes (the value :attr:`NpyWriter.crc` gives for a file it wrote)."""
+    crc = 0
+    with open(path, "rb", buffering=0) as fh:
+        buf = bytearray(piece)
+        view = memoryview(buf)
+        while True:
+            n = fh.readinto(buf)
+            if not n:
+                return crc
+            crc = zlib.crc32(view[:n], crc)
 
 
 class NpyReader:

@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine.probe import probe_train_rows, run_probe
-from utils.probe import fit_logistic, holdout_split, linear_probe, standardizer, topk_accuracy
+from evaluation.metrics.linear_probe import (
+    DEFAULT_HOLDOUT,
+    describe_recipe,
+    fit_logistic,
+    holdout_split,
+    linear_probe,
+    probe_train_rows,
+    run_probe,
+    standardizer,
+    topk_accuracy,
+)
 
 
 def blobs(n_per_class, classes, dim, spread, seed):
@@ -47,6 +56,15 @@ def test_holdout_is_the_last_fifth_of_each_class():
     fit, held = holdout_split(y, 0.2)
     assert held.tolist() == [8, 9]  # last of class 0 (5 items -> 1) and of class 1 (5 items -> 1)
     assert sorted(fit.tolist() + held.tolist()) == list(range(len(y)))  # class 2 (1 item) is all fit
+    y10 = torch.arange(30) % 3  # 10 per class
+    assert len(holdout_split(y10)[1]) == 3 * int(10 * DEFAULT_HOLDOUT)  # the default is the fraction used
+
+
+def test_the_recipe_states_the_values_it_runs_with():
+    text = describe_recipe(7, (0.5, 2.0), 33, holdout=0.25)
+    assert "the first 7 gallery sketches" in text and "{0.5, 2}" in text and "33 iterations" in text
+    assert "the last 25% of each class" in text
+    assert "all gallery sketches" in describe_recipe(0)
 
 
 def test_weight_decay_is_chosen_on_the_held_out_part_and_ties_go_to_the_larger():

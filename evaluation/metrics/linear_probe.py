@@ -1,28 +1,42 @@
-"""Linear probe: multinomial logistic regression on frozen features, one fixed recipe.
+"""Recognition by a linear probe: logistic regression on frozen features, one fixed recipe.
 
-Recipe (:func:`linear_probe`):
+Which sketches (PROTOCOL section 5: "trained on frozen features of labelled sketches and
+tested on held-out ones"): the classifier trains on gallery sketches and is tested on the
+query sketches, so it reuses the retrieval features (no extra extraction) and never sees a
+pretext-training sketch. The training part is capped at :data:`DEFAULT_PER_CLASS` gallery
+sketches per class (the first ones in gallery order; 0 = all) to keep a full-batch fit
+cheap at the full protocol size (345 classes x 100 = 34,500 x 4096 features).
 
-1. Hold out the last ``holdout`` fraction (20%) of each class's training examples, in the
-   order given (at least one when a class has two or more), for choosing weight decay.
-2. For each weight decay in the grid: standardise with the mean and standard deviation of
-   the remaining 80% (a constant dimension gets standard deviation 1), fit, and measure
-   top-1 accuracy on the held-out 20%. The best wins; a tie goes to the larger weight decay
-   (the simpler model).
+Recipe (:func:`linear_probe`; :func:`describe_recipe` states it with the values used):
+
+1. Hold out the last :data:`DEFAULT_HOLDOUT` fraction of each class's training examples, in
+   the order given (at least one when a class has two or more), for choosing weight decay.
+2. For each weight decay in the grid (:data:`DEFAULT_WD_GRID`): standardise with the mean
+   and standard deviation of the rest (a constant dimension gets standard deviation 1), fit,
+   and measure top-1 accuracy on the held-out part. The best wins; a tie goes to the larger
+   weight decay (the simpler model).
 3. Standardise with the statistics of the whole training part, refit with the chosen weight
    decay, and report top-1 / top-5 accuracy on the test examples.
 
 Fit: logits = x W + b, loss = mean cross-entropy + (wd / 2) |W|^2 (bias not decayed), from
-W = 0, b = 0, full-batch L-BFGS (strong Wolfe line search, history 20, ``max_iter``
-iterations) in float32. The problem is convex and the start fixed, so the result is
-deterministic for given features.
+W = 0, b = 0, full-batch L-BFGS (strong Wolfe line search, history 20,
+:data:`DEFAULT_MAX_ITER` iterations) in float32. The problem is convex and the start fixed,
+so the result is deterministic for given features.
+
+The encoder is frozen by construction (the probe only sees features); the evaluation still
+checks afterwards that every encoder's weights and buffers equal its checkpoint's
+(:meth:`evaluation.encoders.Encoder.unchanged`).
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from evaluation.feature_matrix import FeatureSource, read_all, read_rows
 
 #: Weight decays tried on the held-out part.
 DEFAULT_WD_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -30,6 +44,8 @@ DEFAULT_WD_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 DEFAULT_HOLDOUT = 0.2
 #: L-BFGS iterations per fit.
 DEFAULT_MAX_ITER = 100
+#: Gallery sketches per class the probe trains on (0 = all).
+DEFAULT_PER_CLASS = 100
 
 
 def standardizer(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,3 +156,47 @@ def linear_probe(
         "num_test": len(test_x),
         "num_classes": n_cls,
     }
+
+
+# ---------------------------------------------------------------------------- on retrieval features
+def probe_train_rows(gallery_labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Gallery rows the probe trains on: the first ``per_class`` of each class (0 = all)."""
+    labels = np.asarray(gallery_labels)
+    if per_class <= 0:
+        return np.arange(len(labels))
+    keep = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        keep[np.flatnonzero(labels == c)[:per_class]] = True
+    return np.flatnonzero(keep)
+
+
+def describe_recipe(per_class: int = DEFAULT_PER_CLASS, wd_grid: Sequence[float] = DEFAULT_WD_GRID,
+                    max_iter: int = DEFAULT_MAX_ITER, holdout: float = DEFAULT_HOLDOUT) -> str:
+    """The recipe in one paragraph, with the values used (for the report)."""
+    train = f"the first {per_class}" if per_class > 0 else "all"
+    grid = "{" + ", ".join(f"{w:g}" for w in wd_grid) + "}"
+    return (f"train: {train} gallery sketches of each class; test: every query sketch. Features standardised "
+            f"with training mean/std; multinomial logistic regression (full-batch L-BFGS, {max_iter} iterations, "
+            f"zero init); weight decay from {grid} chosen by top-1 on the last {holdout:.0%} of each class's "
+            f"training sketches, then refit on all of them.")
+
+
+def run_probe(
+    query: FeatureSource,
+    query_labels: np.ndarray,
+    gallery: FeatureSource,
+    gallery_labels: np.ndarray,
+    per_class: int = DEFAULT_PER_CLASS,
+    wd_grid: Sequence[float] = DEFAULT_WD_GRID,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> dict:
+    """Top-1 / top-5 of a linear probe trained on gallery features, tested on query features
+    (:func:`linear_probe` on the rows of :func:`probe_train_rows`)."""
+    rows = probe_train_rows(gallery_labels, per_class)
+    train_x = read_rows(gallery, rows)
+    train_y = torch.as_tensor(np.asarray(gallery_labels)[rows]).long()
+    test_x = read_all(query)
+    test_y = torch.as_tensor(np.asarray(query_labels)).long()
+    out = linear_probe(train_x, train_y, test_x, test_y, wd_grid=wd_grid, holdout=DEFAULT_HOLDOUT, max_iter=max_iter)
+    out["val_top1"] = {f"{k:g}": v for k, v in out["val_top1"].items()}
+    return out

@@ -1,0 +1,48 @@
+"""Shared pieces of the evaluation tests: tiny configs and tiny trained checkpoints.
+
+The checkpoints are trained once per test session (a few seconds); tests that write next
+to them use their own ``--cache-dir`` / ``--json`` / ``--name`` so that they do not depend
+on each other's order.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from engine.cli import train_main
+
+#: Overrides that make a synthetic run tiny: 4 classes, 8 queries vs 12 gallery sketches.
+TINY = {
+    "data.train_per_class": 2,
+    "data.val_per_class": 1,
+    "data.query_per_class": 2,
+    "data.gallery_per_class": 3,
+    "data.num_classes": 4,
+    "train.batch_size": 4,
+}
+#: Options every evaluation in these tests takes.
+BASE = ["--no-progress", "--device", "cpu"]
+QUICKDRAW = Path(__file__).resolve().parents[3] / "shared" / "quickdraw"
+
+
+def tiny_sets(overrides: dict = TINY) -> list[str]:
+    """``--set KEY=VALUE`` arguments for ``overrides``."""
+    return [a for key, value in overrides.items() for a in ("--set", f"{key}={value}")]
+
+
+def train_tiny(out: Path, exp: str, branch: str, *extra: str) -> Path:
+    """One epoch of ``exp`` on the tiny data; returns its best.pt."""
+    args = ["--exp", exp, "--epochs", "1", "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert train_main(branch, args + tiny_sets() + list(extra)) == 0
+    return out / exp / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """Tiny checkpoints: a TCN (rotation), a supervised TCN and a small ResNet on 32 px."""
+    out = tmp_path_factory.mktemp("runs")
+    return {
+        "tcn": train_tiny(out, "tcn_rotation", "tcn"),
+        "sup": train_tiny(out, "tcn_supervised", "tcn"),
+        "cnn": train_tiny(out, "cnn_rotation_demo", "cnn", "--set", "data.image_size=32"),
+    }

@@ -1,0 +1,288 @@
+"""Whole batches with array operations equal the per-sketch reference path, bit for bit, on
+the real Quick, Draw! sample: the fit to the box, the rasters, the stroke tensors prepared
+once (and their cache beside the store), the datasets' ``__getitems__`` through a
+DataLoader, and a short training run whose loss curve is the reference path's."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import data.store as store_module
+from config import load_config
+from data.datasets import RasterDataset, StrokeDataset
+from data.prepare import prepare
+from data.render import INK_LEVELS, render, render_packed
+from data.sketch import fit_packed, fit_to_box, pack_sketches, ragged_index
+from data.store import StoreSketches
+from data.strokes import PackedStrokeTensors, packed_stroke_rows, to_stroke_tensor
+from data.synthetic import SyntheticSketches
+from engine.trainer import Trainer
+
+QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
+needs_sample = pytest.mark.skipif(not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}")
+
+
+def bits(a) -> np.ndarray:
+    """float32 arrays compared as integers: -0.0 against +0.0 or two NaNs would show."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32)).view(np.uint32)
+
+
+@pytest.fixture(scope="module")
+def sample_store(tmp_path_factory):
+    """Every simplified drawing of the sample (6,470, 341 classes) in one split, plus a few
+    classes in every split for the training run."""
+    root = tmp_path_factory.mktemp("packed")
+    if not QUICKDRAW.is_dir():
+        pytest.skip(f"shared Quick, Draw! sample not found at {QUICKDRAW}")
+    prepare([QUICKDRAW / "simplified"], root / "all", per_class={"train": 10**6, "val": 0, "query": 0, "gallery": 0},
+            progress=False, log=lambda _: None)
+    return root / "all"
+
+
+@pytest.fixture(scope="module")
+def sample(sample_store):
+    source = StoreSketches(sample_store, "train")
+    sketches = [source[i] for i in range(len(source))]
+    return source, sketches
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def test_ragged_index_and_pack_by_hand():
+    assert ragged_index([5, 0, 9], [2, 0, 3]).tolist() == [5, 6, 9, 10, 11]
+    assert ragged_index([], []).tolist() == []
+    xy, end, offsets = pack_sketches([[[[1, 2], [3, 4]], [[5, 6]]], [[[7, 8], [9, 9], [0, 1]]]])
+    assert xy.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 9], [0, 1]] and xy.dtype == np.float32
+    assert end.tolist() == [False, True, True, False, False, True] and offsets.tolist() == [0, 3, 6]
+
+
+def test_fit_packed_by_hand():
+    # A 10 x 4 drawing centred in the 255 box: scale 25.5, the short axis shifted by (255 - 102) / 2.
+    xy, _, offsets = pack_sketches([[[[0, 0], [10, 4]]], [[[3, 3]]]])
+    fitted = fit_packed(xy, offsets)
+    assert fitted.tolist() == [[0.0, 76.5], [255.0, 178.5], [127.5, 127.5]]
+    assert fit_packed(xy, offsets, center=False).tolist() == [[0.0, 0.0], [255.0, 102.0], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="at least one point"):
+        fit_packed(xy, [0, 2, 2, 3])
+
+
+# ----------------------------------------------------------------------------- real sample
+
+
+@needs_sample
+@pytest.mark.parametrize("center", [True, False])
+def test_fit_packed_is_fit_to_box_bit_for_bit_on_the_real_sample(sample, center):
+    _, sketches = sample
+    xy, _, offsets = pack_sketches(sketches)
+    ref = np.concatenate([np.concatenate(fit_to_box(s.strokes, center=center)) for s in sketches])
+    assert np.array_equal(bits(fit_packed(xy, offsets, center=center)), bits(ref))
+
+
+@needs_sample
+@pytest.mark.parametrize("size", [224, 28])  # 28 px: a 1-pixel pen, whose dots are discs
+def test_render_packed_is_render_bit_for_bit_on_the_real_sample(sample, size):
+    _, sketches = sample
+    chosen = sketches if size == 224 else sketches[::3]
+    # Dots as render draws them: a one-point stroke and a stroke whose points coincide.
+    dotted = [[[[10, 10]], [[40, 40], [200, 90]]], [[[100, 100], [100, 100], [100, 100]]]]
+    xy, end, offsets = pack_sketches(chosen + [fit_to_box(d) for d in dotted])
+    xy = fit_packed(xy, offsets)
+    levels = render_packed(xy, end, offsets, size=size)
+    assert levels.shape == (len(chosen) + 2, size, size) and levels.dtype == np.uint8
+    for i, sketch in enumerate(chosen + dotted):
+        ref = render(fit_to_box(sketch.strokes if hasattr(sketch, "strokes") else sketch), size=size)
+        assert np.array_equal(bits(INK_LEVELS[levels[i]]), bits(ref)), i
+    assert levels[-1].max() == 255 and levels[-2].max() == 255  # the dots are drawn
+
+
+def test_ink_levels_are_renders_floats():
+    levels = np.arange(256, dtype=np.uint8)
+    assert np.array_equal(bits(INK_LEVELS), bits(levels.astype(np.float32) / 255.0))
+
+
+@needs_sample
+@pytest.mark.parametrize("max_len, center", [(100, True), (100, False), (30, True)])
+def test_prepared_stroke_tensors_are_to_stroke_tensor_bit_for_bit(sample, max_len, center):
+    _, sketches = sample
+    sketches = sketches if max_len == 100 else sketches[::7]  # most sketches need the rule at 30: slow
+    xy, end, offsets = pack_sketches(sketches)
+    rows, row_offsets = packed_stroke_rows(fit_packed(xy, offsets, center=center), end, offsets, max_len)
+    table = PackedStrokeTensors.from_rows(rows, row_offsets, max_len)
+    long = [i for i, s in enumerate(sketches) if sum(len(p) for p in s.strokes) > max_len]
+    assert len(long) > 100  # the >max_len rule is exercised (RDP and, at 30, the endpoint rule)
+    order = np.random.default_rng(0).permutation(len(sketches))
+    got = table.gather(order)
+    ref = np.stack([to_stroke_tensor(fit_to_box(sketches[i].strokes, center=center), max_len=max_len) for i in order])
+    assert got.shape == (len(sketches), max_len, 4)
+    assert np.array_equal(bits(got), bits(ref))
+    assert table.gather([]).shape == (0, max_len, 4)
+
+
+@needs_sample
+def test_store_packed_batch_is_its_sketches(sample):
+    source, sketches = sample
+    idx = [5, 0, 4000, 5]
+    xy, end, offsets, labels = source.packed(idx)
+    ref_xy, ref_end, ref_offsets = pack_sketches([sketches[i] for i in idx])
+    assert np.array_equal(xy, ref_xy) and np.array_equal(end, ref_end) and np.array_equal(offsets, ref_offsets)
+    assert labels.tolist() == [sketches[i].label for i in idx]
+    with pytest.raises(IndexError):
+        source.packed([len(source)])
+
+
+@needs_sample
+def test_datasets_build_batches_equal_to_their_items(sample):
+    source, _ = sample
+    idx = np.random.default_rng(1).permutation(len(source))[:120].tolist()
+    for ds in (StrokeDataset(source), StrokeDataset(source, max_len=40, center=False), RasterDataset(source),
+               RasterDataset(source, image_size=40, center=False),
+               StrokeDataset(SyntheticSketches("train", 3, 12)), RasterDataset(SyntheticSketches("train", 3, 12), 64)):
+        items = idx if len(ds) == len(source) else list(range(len(ds)))[::-1]
+        batch = ds.__getitems__(items)
+        assert len(batch) == len(items)
+        for i, (x, y) in zip(items, batch):
+            ref_x, ref_y = ds[i]
+            assert x.dtype == ref_x.dtype and x.shape == ref_x.shape and y == ref_y and type(y) is int
+            assert torch.equal(x.view(torch.int32), ref_x.view(torch.int32)), (type(ds).__name__, i)
+
+
+@needs_sample
+def test_loader_batches_with_workers_equal_the_reference(sample):
+    source, _ = sample
+    order = torch.randperm(len(source), generator=torch.Generator().manual_seed(0))[:96].tolist()
+    for make in (lambda: StrokeDataset(source), lambda: RasterDataset(source, image_size=48)):
+        batches = {}
+        for name, workers, batched in (("reference", 0, False), ("fast", 0, True), ("workers", 2, True)):
+            ds = make()
+            ds.batched = batched
+            loader = torch.utils.data.DataLoader(ds, batch_size=32, sampler=order, num_workers=workers)
+            batches[name] = list(loader)
+        for name in ("fast", "workers"):
+            for (x, y), (rx, ry) in zip(batches[name], batches["reference"]):
+                assert torch.equal(x, rx) and torch.equal(y, ry), name
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def _cache(store: Path, split: str = "train") -> Path:
+    return store / split / "stroke_tensors_T100_centred"
+
+
+@needs_sample
+def test_stroke_tensors_cached_beside_the_store_once_and_reused(tmp_path, sample_store):
+    store = tmp_path / "store"
+    shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("stroke_tensors_*", ".stroke_tensors_*"))
+    source = StoreSketches(store, "train")
+    assert not _cache(store).exists()  # a store as prepared before this existed
+    first = StrokeDataset(source)  # builds the cache on first use
+    meta = json.loads((_cache(store) / "meta.json").read_text())
+    assert meta["sketches"] == len(source) and meta["max_len"] == 100 and meta["center"] is True
+    rows = np.load(_cache(store) / "rows.npy")
+    assert rows.shape == (meta["rows"] + 1, 4) and not rows[-1].any()
+    stamp = os.stat(_cache(store) / "rows.npy").st_mtime_ns
+    second = StrokeDataset(StoreSketches(store, "train"))
+    assert os.stat(_cache(store) / "rows.npy").st_mtime_ns == stamp  # read, not rebuilt
+    assert isinstance(second.prepared().rows, np.ndarray)
+    assert torch.equal(torch.stack([x for x, _ in second.__getitems__([0, 7])]), torch.stack([first[0][0], first[7][0]]))
+    # Pickled for a worker as the folder's name, not the arrays.
+    blob = pickle.dumps(second.prepared())
+    assert len(blob) < 1000 and np.array_equal(pickle.loads(blob).gather([3]), second.prepared().gather([3]))
+    # Other settings are cached apart; a stale cache (another rule) is rebuilt, not used.
+    StrokeDataset(source, max_len=50, center=False)
+    assert (store / "train" / "stroke_tensors_T50_topleft" / "rows.npy").is_file()
+    (_cache(store) / "meta.json").write_text(json.dumps(dict(meta, rule=meta["rule"] - 1)))
+    StrokeDataset(StoreSketches(store, "train"))
+    assert json.loads((_cache(store) / "meta.json").read_text())["rule"] == meta["rule"]
+    assert not list((store / "train").glob(".*.partial"))
+
+
+@needs_sample
+def test_a_store_that_cannot_be_written_builds_the_tensors_in_memory(tmp_path, sample_store, monkeypatch, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("stroke_tensors_*", ".stroke_tensors_*"))
+
+    def refuse(self, folder, expect, progress):  # tests run as root, where chmod does not stop writes
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(StoreSketches, "_write_stroke_cache", refuse)
+    ds = StrokeDataset(StoreSketches(store, "train"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0] and "built in memory" in err[0]
+    assert not _cache(store).exists()
+    assert torch.equal(ds.__getitems__([11])[0][0], ds[11][0])
+
+
+@needs_sample
+def test_an_interrupted_cache_build_leaves_no_cache(tmp_path, sample_store, monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("stroke_tensors_*", ".stroke_tensors_*"))
+    monkeypatch.setattr(store_module, "STROKE_CHUNK", 1000)  # several chunks
+
+    real = store_module.packed_stroke_rows
+    calls = {"n": 0}
+
+    def dies_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "packed_stroke_rows", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        StoreSketches(store, "train").stroke_tensors(progress=False)
+    assert not _cache(store).exists() and not list((store / "train").glob(".*.partial"))
+    monkeypatch.setattr(store_module, "packed_stroke_rows", real)
+    table = StoreSketches(store, "train").stroke_tensors(progress=False)
+    ds = StrokeDataset(StoreSketches(store, "train"))
+    assert np.array_equal(table.gather([6000]), ds[6000][0].numpy()[None])
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    if not QUICKDRAW.is_dir():
+        pytest.skip(f"shared Quick, Draw! sample not found at {QUICKDRAW}")
+    out = tmp_path_factory.mktemp("train") / "store"
+    prepare([QUICKDRAW / "simplified"], out, per_class={"train": 6, "val": 2, "query": 1, "gallery": 1},
+            classes=["banana", "monkey"], progress=False, log=lambda _: None)
+    return out
+
+
+@needs_sample
+@pytest.mark.parametrize("name, extra", [("tcn_deform", {}), ("cnn_rotation_demo", {})])
+def test_training_on_batched_loaders_follows_the_reference_loss_curve(tmp_path, small_store, monkeypatch, name, extra):
+    def run(tag):
+        cfg = load_config(name, {"data.source": "store", "data.path": str(small_store), "train.batch_size": 4,
+                                 "train.epochs": 2, "train.device": "cpu", "train.workers": 0,
+                                 "train.out": str(tmp_path / tag), **extra})
+        return Trainer(cfg, progress=False).fit()
+
+    used = {"batched": 0}
+    real = RasterDataset.__getitems__ if name.startswith("cnn") else StrokeDataset.__getitems__
+    cls = RasterDataset if name.startswith("cnn") else StrokeDataset
+
+    def counting(self, indices):
+        used["batched"] += self.batched
+        return real(self, indices)
+
+    monkeypatch.setattr(cls, "__getitems__", counting)
+    fast = run("fast")
+    assert used["batched"] > 0
+    monkeypatch.setattr(cls, "batched", False)
+    ref = run("ref")
+    assert len(fast) == len(ref) == 2
+    for a, b in zip(fast, ref):
+        for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
+            assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (name, key)
