@@ -725,29 +725,30 @@ class _TimedBatches:
 
 
 def time_training_batches(trainer, sync: Callable[[], None], marks: list) -> None:
-    """TRAINER INTERNALS: make ``trainer.fit()`` read its training batches through
-    :class:`_TimedBatches`. Adapt here when the trainer's loader hook changes."""
-    plain = trainer._train_loader
+    """Make ``trainer.fit()`` read its training batches through :class:`_TimedBatches`, by
+    wrapping the trainer's public :meth:`~engine.trainer.Trainer.train_loader`."""
+    plain = trainer.train_loader
 
-    def timed(epoch: int, start_step: int):
+    def timed(epoch: int, start_step: int = 0):
         loader, steps = plain(epoch, start_step)
         return _TimedBatches(loader, sync, marks), steps
 
-    trainer._train_loader = timed
+    trainer.train_loader = timed
 
 
 def step_on_views(trainer, x, y) -> tuple[Callable[[], object], int]:
-    """TRAINER INTERNALS: the trainer's own step (views once, then forward under its autocast,
-    loss, backward, optimiser step) on one loader batch already on the device, as a callable,
-    and the inputs per step. Adapt here when ``Trainer.train_step`` becomes public."""
-    inputs, targets = trainer._inputs(x, y)
+    """The trainer's own step on one loader batch already on the device, through its public
+    API: :meth:`~engine.trainer.Trainer.prepare_batch` once (the pretext views), then
+    :meth:`~engine.trainer.Trainer.optimise` (forward under its autocast, loss, backward,
+    optimiser step) per call. Returns the callable and the inputs per step (the
+    algorithm's ``StepOutput.count``: 4 per sketch for rotation)."""
+    views = trainer.prepare_batch((x, y))
 
     def step():
-        loss = trainer._forward(inputs, targets)[1]
-        trainer._update(loss)
-        return loss
+        return trainer.optimise(views)[0]
 
-    return step, len(targets)
+    first = step()
+    return (lambda: step().loss), first.count
 
 
 def child_train(plan: Plan, part: str) -> dict:
