@@ -38,6 +38,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -210,7 +211,21 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
     for seed in sorted(set(s["generic_cnn_seeds"]) & set(s["generic_tcn_seeds"])):
         steps.append(ev(f"eval-generic-dual-seed{seed}", [f"fuse_dual_{m}" for m in GENERIC],
                         [a for m in GENERIC for a in ("--fuse", ckpt(f"cnn_{m}", seed), ckpt(f"tcn_{m}", seed))]))
-    return steps
+    return seed_major(steps)
+
+
+def seed_of(step: Step) -> int:
+    """The seed a step belongs to (its key ends in ``-seed<N>``); -1 for prepare."""
+    m = re.search(r"-seed(\d+)$", step.key)
+    return int(m.group(1)) if m else -1
+
+
+def seed_major(steps: list[Step]) -> list[Step]:
+    """Prepare, then seed by seed: its trainings, then its evaluations (each step's own
+    order kept). An evaluation of seed s reads only runs of seed s or of an earlier seed
+    (a fused row may take the first CNN seed), so a study stopped part-way has every
+    finished seed complete, and ``--table-only`` tabulates them."""
+    return sorted(steps, key=lambda st: (seed_of(st), st.kind == "eval"))
 
 
 # Rows of the table: (row id, what it is, architecture family for the "beats random" claim).
@@ -499,8 +514,28 @@ def replace_between(text: str, name: str, body: str) -> str:
     return f"{head}{begin}\n{body}\n{end}{tail}"
 
 
+# --check's tolerance, from measurements (docs/REPRODUCTION.md, "What varies"). A trained
+# row's number depends on the CPU's kernels and thread count: the same seed-0 run of
+# cnn_rotation gave 5.56 (Intel Xeon, 2 threads), 6.11 (AMD EPYC with AVX512-BF16, 2
+# threads), 5.85 (1 thread) and 5.95 (AVX2 kernels only) mAP points, tcn_rotation
+# 4.31-4.41; the largest move, 0.55 points, doubled for margin. Random-init rows, whose
+# weights come from the seed alone, agreed to 1e-4 points everywhere (retrieval only: a
+# linear probe and kNN on them are not measured and follow the trained rule).
+TRAINED_FLOOR = 0.010  # 1.0 point
+RANDOM_RETRIEVAL = 0.0005  # 0.05 points
+EXACT_METRICS = ("mAP", "P@10")
+
+
+def tolerance(row: str, metric: str, sd_old: float, sd_new: float) -> float:
+    """How far a row's mean may move before --check reports it: random-init retrieval rows
+    ``RANDOM_RETRIEVAL``; every other number max(3 x the larger seed sd, ``TRAINED_FLOOR``)."""
+    if row.startswith("random_") and metric in EXACT_METRICS:
+        return RANDOM_RETRIEVAL
+    return max(3 * max(sd_old, sd_new), TRAINED_FLOOR)
+
+
 def compare(new: dict, old: dict) -> list[str]:
-    """Rows whose mean moved by more than max(3 x seed sd, 0.5 points) from the committed study."""
+    """Rows whose mean moved by more than :func:`tolerance` from the committed study."""
     bad = []
     for rid, metrics in old.items():
         for m, pairs in metrics.items():
@@ -508,7 +543,7 @@ def compare(new: dict, old: dict) -> list[str]:
                 bad.append(f"{rid} {m}: missing in the new results")
                 continue
             (mo, so, _), (mn, sn, _) = stats(pairs), stats(new[rid][m])
-            tol = max(3 * max(so, sn), 0.005)
+            tol = tolerance(rid, m, so, sn)
             if abs(mn - mo) > tol:
                 bad.append(f"{rid} {m}: {100 * mo:.2f} -> {100 * mn:.2f} (tolerance {100 * tol:.2f})")
     return bad

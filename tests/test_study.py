@@ -58,6 +58,10 @@ def test_every_planned_command_is_a_valid_project_command(tmp_path, scale):
             assert _expected_rows(args) == len(step.rows), step.key
             used = ([args.ckpt] if args.ckpt else []) + args.baseline + [p for g in args.fuse for p in g]
             assert used and set(used) <= trained, f"{step.key} evaluates a checkpoint no step trains"
+    # Seed by seed (a study stopped part-way has its finished seeds complete); each
+    # evaluation came after the trainings it reads (checked above, in this order).
+    seeds = [study.seed_of(s) for s in steps]
+    assert seeds[0] == -1 and seeds == sorted(seeds)
     # Every row of the table is produced by some evaluation.
     produced = {r for s in steps for r in s.rows}
     assert {rid for rid, _, _ in study.TABLE} <= produced
@@ -193,11 +197,16 @@ def test_claim_verdicts_follow_the_stated_rule():
 
 
 def test_compare_flags_only_rows_that_moved_beyond_tolerance():
-    old = {"a": {"mAP": [[0, 0.30], [1, 0.32], [2, 0.34]]}, "b": {"mAP": [[0, 0.50]]}}
-    same = {"a": {"mAP": [[0, 0.31], [1, 0.33], [2, 0.35]]}, "b": {"mAP": [[0, 0.503]]}}
-    assert study.compare(same, old) == []  # a: 1 point < 3 sd (6 points); b: 0.3 < 0.5 points
-    moved = {"a": {"mAP": [[0, 0.30], [1, 0.32], [2, 0.34]]}, "b": {"mAP": [[0, 0.52]]}}
-    assert study.compare(moved, old) == ["b mAP: 50.00 -> 52.00 (tolerance 0.50)"]
+    # Trained rows: max(3 sd, 1 point); random-init retrieval rows: 0.05 points.
+    old = {"a": {"mAP": [[0, 0.30], [1, 0.32], [2, 0.34]]}, "b": {"mAP": [[0, 0.50]]},
+           "random_x": {"mAP": [[0, 0.04]], "top1": [[0, 0.10]]}}
+    same = {"a": {"mAP": [[0, 0.31], [1, 0.33], [2, 0.35]]}, "b": {"mAP": [[0, 0.509]]},
+            "random_x": {"mAP": [[0, 0.0404]], "top1": [[0, 0.109]]}}
+    assert study.compare(same, old) == []  # a: 1 < 6 points (3 sd); b: 0.9 < 1; random: 0.04 < 0.05
+    moved = {"a": {"mAP": [[0, 0.30], [1, 0.32], [2, 0.34]]}, "b": {"mAP": [[0, 0.512]]},
+             "random_x": {"mAP": [[0, 0.0406]], "top1": [[0, 0.109]]}}
+    assert study.compare(moved, old) == ["b mAP: 50.00 -> 51.20 (tolerance 1.00)",
+                                         "random_x mAP: 4.00 -> 4.06 (tolerance 0.05)"]
     assert study.compare({}, {"b": {"mAP": [[0, 0.5]]}}) == ["b mAP: missing in the new results"]
 
 
