@@ -108,6 +108,11 @@ class TrainConfig:
     out: str = "experiments"  # runs go to <out>/<experiment name>/
     max_steps_per_epoch: Optional[int] = None  # cap for quick runs and tests
     log_every: int = 10  # TensorBoard scalar interval, in steps
+    # CPU threads of each training process (torch.set_num_threads). None: torch's default,
+    # the machine's cores, so float results then depend on the core count (the summed order
+    # of a matrix product follows the threads); a fixed count removes that dependence on the
+    # CPU's size (not on its kernels: docs/REPRODUCTION.md, "What varies").
+    threads: Optional[int] = None
     # Speed switches. None of them changes what is computed beyond float rounding.
     views: str = "batched"  # "batched" tensor ops on the device, or the "per_sample" reference
     amp: str = "none"  # "bf16": bfloat16 autocast on CUDA (ignored on the CPU)
@@ -138,6 +143,8 @@ class TrainConfig:
         if self.max_steps_per_epoch is not None:
             _positive("train.max_steps_per_epoch", self.max_steps_per_epoch)
         _positive("train.log_every", self.log_every)
+        if self.threads is not None:
+            _positive("train.threads", self.threads)
         _choice("train.views", self.views, ("batched", "per_sample"))
         _choice("train.amp", self.amp, ("none", "bf16"))
         if self.prefetch_factor is not None:

@@ -181,6 +181,8 @@ class Trainer:
         self.cfg = cfg
         self.out_dir = experiment_dir(cfg)
         self.dist, self.device = distributed.setup(cfg.train.device)
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)  # the process's intra-op threads, from here on
         self.is_main = self.dist.is_main
         self.progress = progress and self.is_main
         if cfg.train.batch_size % self.dist.world_size:

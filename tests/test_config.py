@@ -97,3 +97,8 @@ def test_lr_at_table():
     assert [lr_at(sched, e) for e in (1, 2, 3, 7)] == [0.1, 0.1, 0.01, 0.01]
     with pytest.raises(ValueError):
         lr_at(sched, 0)
+
+
+def test_train_threads_must_be_positive():
+    with pytest.raises(ConfigError, match="train.threads must be positive"):
+        load_config("cnn_rotation", {"train.threads": 0})

@@ -146,3 +146,20 @@ def test_cuda_requested_without_cuda_is_an_error(tmp_path, capsys):
         pytest.skip("this machine has CUDA; the error path cannot be reached")
     assert train_main("cnn", ["--exp", "cnn_rotation", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "no usable CUDA device" in capsys.readouterr().err
+
+
+def test_train_threads_sets_the_process_threads_and_the_demo_fixes_two(tmp_path):
+    # The quick start's numbers must not depend on the machine's core count (README).
+    assert load_config("cnn_rotation_demo").train.threads == 2
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = load_config("tcn_rotation", {**TINY, "train.device": "cpu", "train.out": str(tmp_path),
+                                           "train.threads": 1})
+        Trainer(cfg, progress=False)
+        assert torch.get_num_threads() == 1
+        cfg = load_config("tcn_rotation", {**TINY, "train.device": "cpu", "train.out": str(tmp_path / "b")})
+        Trainer(cfg, progress=False)  # None leaves the process's threads alone
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
