@@ -4,6 +4,7 @@ import pytest
 
 from config import ConfigError, available_experiments, load_config, load_raw
 from config.schema import from_dict
+from engine.build import head_size
 from engine.cli import parse_set
 from utils.schedule import lr_at
 
@@ -39,11 +40,16 @@ def test_tcn_values_that_ran_in_released_code(name):
     assert cfg.model.name == "tcn" and cfg.data.max_points == 100
 
 
-def test_heads_sized_for_their_task():
-    assert load_config("cnn_rotation").model.num_classes == 4
-    assert load_config("tcn_rotation").model.num_classes == 4  # the released config had 2
-    assert load_config("cnn_deform").model.num_classes == 2  # the released config had 4
-    assert load_config("tcn_deform").model.num_classes == 2
+@pytest.mark.parametrize("name", sorted(available_experiments()))
+def test_every_config_head_fits_its_task(name):
+    # The released configs got two heads wrong (tcn_rotation had 2 outputs, cnn_deform 4):
+    # every head written in a config must be the size its task asks for, and a wrong one
+    # is refused by name.
+    cfg = load_config(name)
+    assert head_size(cfg) == cfg.model.num_classes or cfg.model.num_classes is None
+    wrong = (cfg.model.num_classes or head_size(cfg)) + 1
+    with pytest.raises(ConfigError, match=f"model.num_classes is {wrong} but the '{cfg.algorithm.name}' task"):
+        head_size(load_config(name, {"model.num_classes": wrong}))
 
 
 def test_unknown_key_is_refused_with_its_name():

@@ -38,10 +38,17 @@ def test_batched_and_per_sample_views_give_the_same_loss_curve(tmp_path, name, e
 
 
 def test_cuda_only_switches_are_no_ops_on_the_cpu(tmp_path):
-    plain = run(tmp_path, "tcn_deform", "plain")
-    switched = run(tmp_path, "tcn_deform", "switched", **{"train.amp": "bf16", "train.channels_last": True,
-                                                         "train.pin_memory": False})
+    # A raster model, where channels_last and bf16 autocast would change the kernels (and so
+    # the float rounding) if they were applied on the CPU; train.cpu_bf16 is the CPU's switch.
+    small = {"data.image_size": 32, "train.epochs": 1}
+    plain = run(tmp_path, "cnn_rotation_demo", "plain", **small)
+    switched = run(tmp_path, "cnn_rotation_demo", "switched", **small, **{
+        "train.amp": "bf16", "train.channels_last": True, "train.pin_memory": False})
     assert [h["train_loss"] for h in plain] == [h["train_loss"] for h in switched]
+    trainer = Trainer(load_config("cnn_rotation_demo", {**TINY, **small, "train.out": str(tmp_path / "t"),
+                                                        "train.amp": "bf16", "train.channels_last": True}),
+                      progress=False)
+    assert not trainer._channels_last and not trainer._autocast()._enabled
 
 
 def test_bad_switch_values_are_refused():
