@@ -3,7 +3,7 @@
 The released code built each view one sketch at a time in Python (a rotation or a
 column-by-column warp per image). This module keeps that structure, in NumPy, one sample
 at a time, so that the batched tensor path of ``algorithm.views`` can be checked against it
-(``tests/test_reference_views.py``) and measured against it (``bench/bench_views.py``).
+(``tests/algorithms/test_reference_views.py``) and measured against it (``bench/bench_views.py``).
 It is not meant for training, though ``train.views="per_sample"`` selects it to show that
 the fast path changes no number.
 """

@@ -4,7 +4,7 @@ Label k means k counter-clockwise quarter turns *as displayed* (image y pointing
 the same turn for rasters and for strokes. The released code turned rasters
 counter-clockwise but stroke coordinates clockwise for label 1 (it forgot that y points
 down); here one label is one picture in both branches, which
-``tests/test_algorithms.py`` checks by plotting rotated strokes.
+``tests/algorithms/test_algorithms.py`` checks by plotting rotated strokes.
 """
 
 from __future__ import annotations

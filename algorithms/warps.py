@@ -15,7 +15,7 @@ floating point, not just up to rounding; the tests check the two forms agree.
 
 A setting is valid when the map never folds (f' >= 0 on [0, 1]).
 
-What the module names mean (checked numerically, see ``tests/test_deformation.py``)
+What the module names mean (checked numerically, see ``tests/algorithms/test_deformation.py``)
 -----------------------------------------------------------------------------------
 With a = 0, b = 1 the warp has one interior fixed point t* = (pi - 2) / 2 ~= 0.571
 (where sin 2t = sin 2), not the centre 0.5, and f(0) = 0, f(1) = 1 always:

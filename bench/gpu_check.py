@@ -7,7 +7,7 @@ On the GPU box (no network needed; the project's requirements installed), from t
     python bench/gpu_check.py --out DIR --only train_cnn eval     # rerun some parts (preflight always runs)
     python bench/gpu_check.py --out DIR --device cpu              # dry run on the CPU, tiny sizes (~40 s on 2 cores)
 
-(``SKETCH_TEST_DEVICE=cpu`` selects the CPU dry run too, as it does for tests/test_cuda.py.)
+(``SKETCH_TEST_DEVICE=cpu`` selects the CPU dry run too, as it does for tests/engine/test_cuda.py.)
 Through the device tool: ``python bench/gpu_check.py --out $OUT/gpu_check 2>&1`` with a
 timeout_s of about 540; no ``| tail`` (the tool keeps the end of the output, and a pipeline
 stopped at the limit returns nothing). Everything printed also goes to
@@ -21,7 +21,7 @@ next one still runs:
    count, /dev/shm, the project's requirements and entry points import, one bf16 matrix
    product and one cuDNN convolution on the device. A broken environment (no CUDA, torch or
    the project not importable, a failing kernel) stops the check here, in seconds (exit 2).
-2. ``test_cuda``: ``pytest tests/test_cuda.py`` (passed / failed / skipped and failing names).
+2. ``test_cuda``: ``pytest tests/engine/test_cuda.py`` (passed / failed / skipped and failing names).
 3. ``store``: synthetic sketches written as Quick, Draw! simplified ndjson and packed by
    ``python -m data.prepare`` into a store, so that training reads sketches the way it reads
    real data (the built-in generator costs ~1.8 ms a sketch with its 224 px render on one
@@ -388,11 +388,11 @@ def parse_junit(path: Path) -> dict:
 
 def run_test_cuda(check: Check, timeout: float) -> dict:
     if importlib.util.find_spec("pytest") is None:
-        raise PartError(f"pytest is not installed for {sys.executable}: tests/test_cuda.py was not run "
+        raise PartError(f"pytest is not installed for {sys.executable}: tests/engine/test_cuda.py was not run "
                         "(install requirements-test.txt, or carry a pytest wheel to this machine)", status=NOT_RUN)
     junit = Path(check.plan.work) / "test_cuda.xml"
     junit.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", f"--junitxml={junit}"]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/engine/test_cuda.py", f"--junitxml={junit}"]
     if check.plan.pytest_k:
         cmd += ["-k", check.plan.pytest_k]
     ran = run_command(check, "test_cuda", cmd, timeout, env={"SKETCH_TEST_DEVICE": check.plan.device})
@@ -985,7 +985,7 @@ def test_table(parts: dict) -> list[str]:
     r = parts.get("test_cuda") or {}
     if not r.get("failures"):
         return []
-    return ["", "tests/test_cuda.py failures:", ""] + [f"- {n}" for n in r["failures"]]
+    return ["", "tests/engine/test_cuda.py failures:", ""] + [f"- {n}" for n in r["failures"]]
 
 
 # ============================================================================ command line

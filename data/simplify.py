@@ -9,7 +9,7 @@ Google documents the "simplified drawing" files as the raw drawings after four s
 
 The published values are integers, so a fifth step rounds them. The documentation leaves
 two details open; these choices reproduce Google's files best on the shared real sample
-(``tests/test_formats.py`` measures it on every drawing present in both ``raw/`` and
+(``tests/data/test_formats.py`` measures it on every drawing present in both ``raw/`` and
 ``simplified/``: about 94% of the drawings come out identical, point for point, and the
 rest differ by a resampled point landing one pixel further along the stroke):
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.common import ROOT
+
 LEAVES = ("config", "data", "models", "algorithms", "utils")
 PACKAGES = LEAVES + ("engine", "evaluation")
 

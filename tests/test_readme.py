@@ -1,12 +1,11 @@
 """The README names only experiments, files and layers that exist."""
 
 import re
-from pathlib import Path
 
 import models
 from config import available_experiments, load_config
+from tests.common import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 

@@ -10,30 +10,16 @@ from pathlib import Path
 import pytest
 
 from engine.cli import train_main
+from tests.common import TINY, set_args
 
-#: Overrides that make a synthetic run tiny: 4 classes, 8 queries vs 12 gallery sketches.
-TINY = {
-    "data.train_per_class": 2,
-    "data.val_per_class": 1,
-    "data.query_per_class": 2,
-    "data.gallery_per_class": 3,
-    "data.num_classes": 4,
-    "train.batch_size": 4,
-}
 #: Options every evaluation in these tests takes.
 BASE = ["--no-progress", "--device", "cpu"]
-QUICKDRAW = Path(__file__).resolve().parents[3] / "shared" / "quickdraw"
-
-
-def tiny_sets(overrides: dict = TINY) -> list[str]:
-    """``--set KEY=VALUE`` arguments for ``overrides``."""
-    return [a for key, value in overrides.items() for a in ("--set", f"{key}={value}")]
 
 
 def train_tiny(out: Path, exp: str, branch: str, *extra: str) -> Path:
     """One epoch of ``exp`` on the tiny data; returns its best.pt."""
     args = ["--exp", exp, "--epochs", "1", "--out", str(out), "--no-progress", "--device", "cpu"]
-    assert train_main(branch, args + tiny_sets() + list(extra)) == 0
+    assert train_main(branch, args + set_args(TINY) + list(extra)) == 0
     return out / exp / "best.pt"
 
 

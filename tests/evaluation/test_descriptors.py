@@ -8,10 +8,21 @@ import torch
 import torch.nn.functional as F
 
 from config import ConfigError
-from evaluation.descriptors import Descriptor, FusedSource, combine, fuse, fusion_scales, parse_part
+from evaluation.descriptors import (
+    Descriptor,
+    FusedSource,
+    combine,
+    fuse,
+    fusion_scales,
+    parse_part,
+)
 from evaluation.feature_matrix import TensorSource
 from evaluation.features import CachedFeatures
-from evaluation.metrics.retrieval import reference_metrics, retrieval_metrics, topk_indices
+from evaluation.metrics.retrieval import (
+    reference_metrics,
+    retrieval_metrics,
+    topk_indices,
+)
 
 
 def encoders(seed=0, n_q=30, n_g=120, classes=6):

@@ -9,28 +9,24 @@ import torch
 from PIL import Image
 
 from data.formats import read_sketches
-from data.prepare import prepare
 from data.store import StoreSketches
 from evaluation.encoders import load_encoder
 from evaluation.extract import extract_main, sketch_features
 from evaluation.feature_matrix import read_all
 from evaluation.features import FeatureCache
+from tests.common import QUICKDRAW, needs_quickdraw
 
-from .conftest import QUICKDRAW
-
-pytestmark = pytest.mark.skipif(not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}")
+pytestmark = needs_quickdraw
 
 RAW = [QUICKDRAW / "raw" / "apple.ndjson", QUICKDRAW / "raw" / "The Eiffel Tower.ndjson"]
 BASE = ["--device", "cpu", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(quickdraw_store):
     """A store prepared from the two raw files alone: its gallery sketches are sketches of them."""
-    out = tmp_path_factory.mktemp("qd") / "store"
-    prepare([QUICKDRAW / "raw"], out, per_class={"train": 4, "val": 2, "query": 3, "gallery": 6}, seed=0,
-            classes=["apple", "The Eiffel Tower"], workers=1, progress=False, log=lambda _: None)
-    return out
+    return quickdraw_store({"train": 4, "val": 2, "query": 3, "gallery": 6}, classes=["apple", "The Eiffel Tower"],
+                           formats="raw", seed=0, workers=1)
 
 
 def test_features_of_raw_files_with_key_ids_and_their_ranking(runs, store, tmp_path, capsys):

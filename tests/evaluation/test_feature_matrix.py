@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation.feature_matrix import NpyReader, NpyWriter, TensorSource, file_crc32, read_all, read_rows
+from evaluation.feature_matrix import (
+    NpyReader,
+    NpyWriter,
+    TensorSource,
+    file_crc32,
+    read_all,
+    read_rows,
+)
 
 
 def test_npy_writer_is_atomic_and_reader_checks_size(tmp_path):

@@ -8,7 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from evaluation.metrics.knn import DEFAULT_K, DEFAULT_TEMPERATURE, knn_classify, knn_vote
+from evaluation.metrics.knn import (
+    DEFAULT_K,
+    DEFAULT_TEMPERATURE,
+    knn_classify,
+    knn_vote,
+)
 from evaluation.metrics.retrieval import retrieval_metrics
 
 

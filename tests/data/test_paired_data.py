@@ -9,20 +9,16 @@ tiny store prepared from the shared Quick, Draw! sample."""
 from __future__ import annotations
 
 import pickle
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from data.datasets import PairedDataset, RasterDataset, SketchPair, StrokeDataset
-from data.prepare import prepare
 from data.render import render
 from data.store import StoreSketches
 from data.synthetic import SyntheticSketches
-
-QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
-needs_sample = pytest.mark.skipif(not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}")
+from tests.common import needs_quickdraw
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -31,15 +27,11 @@ def bits(t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def store(quickdraw_store):
     """A tiny store; monkeys and bushes bring drawings of more than 100 points (the
     >max_len rule), bananas and faces short ones."""
-    if not QUICKDRAW.is_dir():
-        pytest.skip(f"shared Quick, Draw! sample not found at {QUICKDRAW}")
-    out = tmp_path_factory.mktemp("paired") / "store"
-    prepare([QUICKDRAW / "simplified"], out, per_class={"train": 20, "val": 4, "query": 2, "gallery": 2},
-            classes=["monkey", "bush", "banana", "face"], progress=False, log=lambda _: None)
-    return out
+    return quickdraw_store({"train": 20, "val": 4, "query": 2, "gallery": 2},
+                           classes=["monkey", "bush", "banana", "face"])
 
 
 def synthetic(split: str = "train"):
@@ -76,7 +68,7 @@ def test_pairs_are_the_single_modality_items_on_synthetic_sketches(setting):
     check_pairs_equal_single_modality(source, *setting, indices=list(range(len(source)))[::-1])
 
 
-@needs_sample
+@needs_quickdraw
 @pytest.mark.parametrize("setting", SETTINGS)
 def test_pairs_are_the_single_modality_items_on_a_store(store, setting):
     source = StoreSketches(store, "train")
@@ -103,7 +95,7 @@ def test_batched_path_is_the_per_sample_path_on_synthetic_sketches():
     assert [y for _, y in ds.__getitems__([3, 4])] == [ds[3][1], ds[4][1]]
 
 
-@needs_sample
+@needs_quickdraw
 def test_batched_path_is_the_per_sample_path_on_a_store(store):
     source = StoreSketches(store, "train")
     indices = np.random.default_rng(3).permutation(len(source)).tolist()
@@ -125,7 +117,7 @@ def test_labels_classes_and_splits_are_the_sources():
     assert not torch.equal(train[0][0].strokes, val[0][0].strokes)  # a split's own sketches
 
 
-@needs_sample
+@needs_quickdraw
 def test_store_labels_and_classes_pass_through(store):
     for split in ("train", "val"):
         source = StoreSketches(store, split)
@@ -179,7 +171,7 @@ def test_stroke_tensor_drawn_back_is_the_raster_on_synthetic_sketches():
     check_drawn_back(SyntheticSketches("train", per_class=5, num_classes=12, seed=4), 48, 3.0, 50, min_long=15)
 
 
-@needs_sample
+@needs_quickdraw
 def test_stroke_tensor_drawn_back_is_the_raster_on_a_store(store):
     check_drawn_back(StoreSketches(store, "train"), 48, 3.0, 100, min_long=5)
 
@@ -211,14 +203,14 @@ def test_loader_with_workers_gives_the_reference_batches_on_synthetic_sketches()
     check_loader(lambda: PairedDataset(source, 40), order)
 
 
-@needs_sample
+@needs_quickdraw
 def test_loader_with_workers_gives_the_reference_batches_on_a_store(store):
     source = StoreSketches(store, "train")
     order = torch.randperm(len(source), generator=torch.Generator().manual_seed(0)).tolist()[:30]
     check_loader(lambda: PairedDataset(source, 40), order)
 
 
-@needs_sample
+@needs_quickdraw
 def test_a_store_backed_pair_dataset_pickles_small(store):
     ds = PairedDataset(StoreSketches(store, "train"), 40)
     blob = pickle.dumps(ds)

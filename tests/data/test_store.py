@@ -15,17 +15,15 @@ import pytest
 import torch
 
 from config import ConfigError, load_config
-from data.formats import read_sketches
-from data.prepare import DEFAULT_PER_CLASS, PrepareError, main as prepare_main, prepare, split_counts
-from data.store import STORE_SPLITS, StoreError, StoreSketches, StoreWriter, read_meta
 from data.datasets import RasterDataset, StrokeDataset
+from data.formats import read_sketches
+from data.prepare import DEFAULT_PER_CLASS, PrepareError, prepare, split_counts
+from data.prepare import main as prepare_main
+from data.store import STORE_SPLITS, StoreError, StoreSketches, StoreWriter, read_meta
 from engine import build
+from tests.common import QUICKDRAW, needs_quickdraw
 
-QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
-
-pytestmark = pytest.mark.skipif(
-    not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}"
-)
+pytestmark = needs_quickdraw
 
 CLASSES = ["apple", "dog", "The Eiffel Tower", "face"]
 SMALL = {"train": 10, "val": 3, "query": 2, "gallery": 5}
@@ -543,7 +541,7 @@ def test_prepare_killed_with_sigkill_then_rerun_gives_the_same_store(tmp_path):
     out = tmp_path / "store"
     partial = tmp_path / ".store.partial"
     proc = subprocess.Popen([sys.executable, "-m", "data.prepare", *args, "--out", str(out)],
-                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL)
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
         while not partial.exists() and proc.poll() is None and time.time() < deadline:

@@ -5,7 +5,6 @@ bad input: skipped and counted (with where), or a one-line error naming the file
 import json
 import os
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,12 +23,9 @@ from data.formats import (
     stroke3_to_strokes,
 )
 from data.simplify import resample, simplify_raw
+from tests.common import QUICKDRAW, needs_quickdraw
 
-QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
-
-pytestmark = pytest.mark.skipif(
-    not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}"
-)
+pytestmark = needs_quickdraw
 
 
 def _read_folder(kind: str) -> dict[str, dict[str, object]]:

@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import MODELS, AlexNetBN, DilatedTCN, SketchResNet, TCNPaper, TCNReleased, build_model
+from models import (
+    MODELS,
+    AlexNetBN,
+    DilatedTCN,
+    SketchResNet,
+    TCNPaper,
+    TCNReleased,
+    build_model,
+)
 from models.dilated_tcn import MaskedBatchNorm1d, receptive_field
 
 

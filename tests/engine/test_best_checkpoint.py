@@ -26,10 +26,10 @@ import torch
 
 from config import load_config
 from engine.trainer import Trainer
+from tests.common import ROOT
 from utils import atomic
 from utils.checkpoint import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 ACCURACY = {1: 0.3, 2: 0.5, 3: 0.4, 4: 0.6}
 EPOCHS = len(ACCURACY)
 SMALL = {

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,12 +20,12 @@ from config import load_config
 from engine import build
 from engine.cli import train_main
 from engine.trainer import TRAIN_DRAWS_SEED, make_optimizer
+from tests.common import ROOT
 from utils.checkpoint import load_checkpoint
 from utils.rng import seed_everything
 from utils.sampler import EpochSampler
 from utils.schedule import lr_at
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = {"data.train_per_class": 4, "data.val_per_class": 2, "data.num_classes": 4, "train.batch_size": 4}
 TCN = {"model.params": {"embed_dim": 32, "channels": 4, "windows": [3, 5]}}
 # The raster branch on a small ResNet at 32 px (AlexNet's 57 M weights make each save seconds).

@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from tests.bench_scripts import ROOT, load_bench, restore_threads  # noqa: F401 (a fixture)
+from tests.bench.bench_scripts import load_bench, restore_threads  # noqa: F401 (a fixture)
+from tests.common import QUICKDRAW, needs_quickdraw
 
-QUICKDRAW = ROOT.parent / "shared" / "quickdraw"
 bench = load_bench("bench_pipeline")
 pytestmark = pytest.mark.usefixtures("restore_threads")
 
@@ -33,7 +33,7 @@ def tables(out: str) -> list[list[list[str]]]:
     return found
 
 
-@pytest.mark.skipif(not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}")
+@needs_quickdraw
 def test_tables_agree_with_themselves(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()

@@ -17,8 +17,8 @@ from config import load_config
 from data.prepare import FILL_MODES, parse_per_class
 from engine.cli import load_for_branch, overrides_from_args, train_parser
 from evaluation.run import eval_parser
+from tests.common import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("study", ROOT / "scripts" / "study.py")
 study = importlib.util.module_from_spec(_spec)
 sys.modules["study"] = study  # dataclasses look their module up while the class is built

@@ -32,8 +32,8 @@ from data import (
     validate_strokes,
 )
 from data.strokes import rdp_thresholds
+from tests.common import QUICKDRAW
 
-QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
 BANANA_KEY = "5871142554304512"  # the 366-stroke banana named in shared/quickdraw/README.md
 
 
@@ -434,7 +434,7 @@ def test_data_imports_no_other_project_package():
     import ast
 
     others = {"config", "models", "algorithms", "utils", "engine", "evaluation"}
-    files = sorted((Path(__file__).resolve().parents[1] / "data").glob("*.py"))
+    files = sorted((Path(__file__).resolve().parents[2] / "data").glob("*.py"))
     assert len(files) >= 10
     found = {}
     for path in files:

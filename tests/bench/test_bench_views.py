@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from tests.bench_scripts import load_bench, restore_threads  # noqa: F401 (a fixture)
+from tests.bench.bench_scripts import load_bench, restore_threads  # noqa: F401 (a fixture)
 
 bench = load_bench("bench_views")
 pytestmark = pytest.mark.usefixtures("restore_threads")

@@ -59,8 +59,18 @@ def test_released_stroke_order_reference_follows_the_applied_warp():
 import numpy as np  # noqa: E402
 
 from algorithms import deformation as deformation_module  # noqa: E402
-from algorithms.deformation import _deform_raster_scatter, _raster_plan, deform_raster, deform_raster_reference  # noqa: E402
-from algorithms.rotation import rotate_raster, rotate_strokes, rotation_views_raster, rotation_views_strokes  # noqa: E402
+from algorithms.deformation import (  # noqa: E402
+    _deform_raster_scatter,
+    _raster_plan,
+    deform_raster,
+    deform_raster_reference,
+)
+from algorithms.rotation import (  # noqa: E402
+    rotate_raster,
+    rotate_strokes,
+    rotation_views_raster,
+    rotation_views_strokes,
+)
 from algorithms.warps import DEFORMATION_MODULES, IDENTITY, AxisWarp, DeformationModule  # noqa: E402
 
 FOLDING = AxisWarp(1.0, -4.1, 0.0)  # its destination map goes backwards on 64 and 31 pixels
@@ -290,11 +300,9 @@ def test_unit_warp_shortcut_keeps_the_bits_of_each_axis_warp():
 # files (coordinates outside 0..255, long strokes) and simplified ones, at the paper's 224 px.
 
 from itertools import islice  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from data.formats import read_sketches  # noqa: E402
-
-QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
+from tests.common import QUICKDRAW
 
 
 def real_sketches(per_file=4):

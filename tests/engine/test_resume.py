@@ -17,10 +17,9 @@ import torch
 from engine import build
 from engine import trainer as trainer_module
 from engine.cli import train_main
+from tests.common import ROOT
 from utils.checkpoint import load_checkpoint
 from utils.sampler import EpochSampler, epoch_generator
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # 16 training sketches in batches of 4: 4 steps per epoch; 8 validation sketches: 2 batches.
 SMALL = {

@@ -18,16 +18,13 @@ import torch
 import data.store as store_module
 from config import load_config
 from data.datasets import RasterDataset, StrokeDataset
-from data.prepare import prepare
 from data.render import INK_LEVELS, render, render_packed
 from data.sketch import fit_packed, fit_to_box, pack_sketches, ragged_index
 from data.store import StoreSketches
 from data.strokes import PackedStrokeTensors, packed_stroke_rows, to_stroke_tensor
 from data.synthetic import SyntheticSketches
 from engine.trainer import Trainer
-
-QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
-needs_sample = pytest.mark.skipif(not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}")
+from tests.common import needs_quickdraw
 
 
 def bits(a) -> np.ndarray:
@@ -36,15 +33,10 @@ def bits(a) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def sample_store(tmp_path_factory):
+def sample_store(quickdraw_store):
     """Every simplified drawing of the sample (6,470, 341 classes) in one split, plus a few
     classes in every split for the training run."""
-    root = tmp_path_factory.mktemp("packed")
-    if not QUICKDRAW.is_dir():
-        pytest.skip(f"shared Quick, Draw! sample not found at {QUICKDRAW}")
-    prepare([QUICKDRAW / "simplified"], root / "all", per_class={"train": 10**6, "val": 0, "query": 0, "gallery": 0},
-            progress=False, log=lambda _: None)
-    return root / "all"
+    return quickdraw_store({"train": 10**6, "val": 0, "query": 0, "gallery": 0})
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +70,7 @@ def test_fit_packed_by_hand():
 # ----------------------------------------------------------------------------- real sample
 
 
-@needs_sample
+@needs_quickdraw
 @pytest.mark.parametrize("center", [True, False])
 def test_fit_packed_is_fit_to_box_bit_for_bit_on_the_real_sample(sample, center):
     _, sketches = sample
@@ -87,7 +79,7 @@ def test_fit_packed_is_fit_to_box_bit_for_bit_on_the_real_sample(sample, center)
     assert np.array_equal(bits(fit_packed(xy, offsets, center=center)), bits(ref))
 
 
-@needs_sample
+@needs_quickdraw
 @pytest.mark.parametrize("size", [224, 28])  # 28 px: a 1-pixel pen, whose dots are discs
 def test_render_packed_is_render_bit_for_bit_on_the_real_sample(sample, size):
     _, sketches = sample
@@ -109,7 +101,7 @@ def test_ink_levels_are_renders_floats():
     assert np.array_equal(bits(INK_LEVELS), bits(levels.astype(np.float32) / 255.0))
 
 
-@needs_sample
+@needs_quickdraw
 @pytest.mark.parametrize("max_len, center", [(100, True), (100, False), (30, True)])
 def test_prepared_stroke_tensors_are_to_stroke_tensor_bit_for_bit(sample, max_len, center):
     _, sketches = sample
@@ -127,7 +119,7 @@ def test_prepared_stroke_tensors_are_to_stroke_tensor_bit_for_bit(sample, max_le
     assert table.gather([]).shape == (0, max_len, 4)
 
 
-@needs_sample
+@needs_quickdraw
 def test_store_packed_batch_is_its_sketches(sample):
     source, sketches = sample
     idx = [5, 0, 4000, 5]
@@ -139,7 +131,7 @@ def test_store_packed_batch_is_its_sketches(sample):
         source.packed([len(source)])
 
 
-@needs_sample
+@needs_quickdraw
 def test_datasets_build_batches_equal_to_their_items(sample):
     source, _ = sample
     idx = np.random.default_rng(1).permutation(len(source))[:120].tolist()
@@ -155,7 +147,7 @@ def test_datasets_build_batches_equal_to_their_items(sample):
             assert torch.equal(x.view(torch.int32), ref_x.view(torch.int32)), (type(ds).__name__, i)
 
 
-@needs_sample
+@needs_quickdraw
 def test_loader_batches_with_workers_equal_the_reference(sample):
     source, _ = sample
     order = torch.randperm(len(source), generator=torch.Generator().manual_seed(0))[:96].tolist()
@@ -178,7 +170,7 @@ def _cache(store: Path, split: str = "train") -> Path:
     return store / split / "stroke_tensors_T100_centred"
 
 
-@needs_sample
+@needs_quickdraw
 def test_stroke_tensors_cached_beside_the_store_once_and_reused(tmp_path, sample_store):
     store = tmp_path / "store"
     shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("stroke_tensors_*", ".stroke_tensors_*"))
@@ -206,7 +198,7 @@ def test_stroke_tensors_cached_beside_the_store_once_and_reused(tmp_path, sample
     assert not list((store / "train").glob(".*.partial"))
 
 
-@needs_sample
+@needs_quickdraw
 def test_a_store_that_cannot_be_written_builds_the_tensors_in_memory(tmp_path, sample_store, monkeypatch, capsys):
     store = tmp_path / "store"
     shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("stroke_tensors_*", ".stroke_tensors_*"))
@@ -222,7 +214,7 @@ def test_a_store_that_cannot_be_written_builds_the_tensors_in_memory(tmp_path, s
     assert torch.equal(ds.__getitems__([11])[0][0], ds[11][0])
 
 
-@needs_sample
+@needs_quickdraw
 def test_an_interrupted_cache_build_leaves_no_cache(tmp_path, sample_store, monkeypatch):
     store = tmp_path / "store"
     shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("stroke_tensors_*", ".stroke_tensors_*"))
@@ -251,16 +243,11 @@ def test_an_interrupted_cache_build_leaves_no_cache(tmp_path, sample_store, monk
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory):
-    if not QUICKDRAW.is_dir():
-        pytest.skip(f"shared Quick, Draw! sample not found at {QUICKDRAW}")
-    out = tmp_path_factory.mktemp("train") / "store"
-    prepare([QUICKDRAW / "simplified"], out, per_class={"train": 6, "val": 2, "query": 1, "gallery": 1},
-            classes=["banana", "monkey"], progress=False, log=lambda _: None)
-    return out
+def small_store(quickdraw_store):
+    return quickdraw_store({"train": 6, "val": 2, "query": 1, "gallery": 1}, classes=["banana", "monkey"])
 
 
-@needs_sample
+@needs_quickdraw
 @pytest.mark.parametrize("name, extra", [("tcn_deform", {}), ("cnn_rotation_demo", {})])
 def test_training_on_batched_loaders_follows_the_reference_loss_curve(tmp_path, small_store, monkeypatch, name, extra):
     def run(tag):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data import SYNTHETIC_CLASSES, SyntheticSketches, draw_synthetic, fit_to_box, num_points, render, save_preview
+from data import (
+    SYNTHETIC_CLASSES,
+    SyntheticSketches,
+    draw_synthetic,
+    fit_to_box,
+    num_points,
+    render,
+    save_preview,
+)
 
 
 def _same(a, b) -> bool:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,13 +21,13 @@ import torch
 from config import ConfigError, load_config
 from engine import build, distributed
 from engine.trainer import Trainer, make_optimizer
+from tests.common import ROOT
 from utils.checkpoint import load_checkpoint
 from utils.device import DeviceError, resolve_device
+from utils.rng import seed_everything
 from utils.sampler import EpochSampler
 from utils.schedule import lr_at
-from utils.rng import seed_everything
 
-ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "data.train_per_class": 4,
     "data.val_per_class": 2,
@@ -40,6 +39,7 @@ SETTINGS = {
     "train.epochs": 2,
     "train.device": "cpu",
     "train.workers": 0,
+    "train.threads": 1,  # as the reference below (the quick-start config fixes 2)
 }
 NAME = "cnn_rotation_demo"  # batch-norm ResNet, SGD with Nesterov momentum
 

@@ -3,7 +3,7 @@
 CI has no GPU, so everything here is also covered on the CPU by the other test modules;
 what only a GPU can show is that the device code paths (views built with torch ops on the
 device, bf16 autocast, channels_last, pinned memory, cuDNN) give the CPU's numbers. Run
-them on a GPU machine with ``python -m pytest -q tests/test_cuda.py``.
+them on a GPU machine with ``python -m pytest -q tests/engine/test_cuda.py``.
 
 ``SKETCH_TEST_DEVICE=cpu`` runs the same checks with the CPU standing in for the device
 (every comparison then holds trivially), to check the tests themselves without a GPU.
@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,15 +22,15 @@ from algorithms.reference import reference_views
 from config import load_config
 from data.datasets import RasterDataset, StrokeDataset
 from data.synthetic import SyntheticSketches
-from evaluation.features import extract_features
 from engine.trainer import Trainer
+from evaluation.features import extract_features
 from models import build_model
+from tests.common import ROOT
 from utils.checkpoint import load_checkpoint
 
 DEVICE = os.environ.get("SKETCH_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
                                 reason="needs a CUDA device (SKETCH_TEST_DEVICE=cpu runs the checks on the CPU)")
-ROOT = Path(__file__).resolve().parents[1]
 SOURCE = SyntheticSketches("train", per_class=2, num_classes=6, seed=3)
 TINY = {"data.train_per_class": 4, "data.val_per_class": 1, "data.num_classes": 4,
         "train.batch_size": 8, "train.epochs": 2}

@@ -10,26 +10,10 @@ from algorithms import Draws
 from config import available_experiments, load_config
 from engine import build
 from engine.cli import train_main
-from evaluation.run import eval_main
 from engine.trainer import Trainer, make_optimizer
+from evaluation.run import eval_main
+from tests.common import TINY, tiny_args
 from utils.checkpoint import load_checkpoint
-
-# Tiny data so a CPU test takes seconds; image size stays the paper's 224 unless stated.
-TINY = {
-    "data.train_per_class": 2,
-    "data.val_per_class": 1,
-    "data.query_per_class": 2,
-    "data.gallery_per_class": 3,
-    "data.num_classes": 4,
-    "train.batch_size": 4,
-}
-
-
-def tiny_args(out, *extra):
-    args = ["--out", str(out), "--no-progress", "--device", "cpu", "--workers", "0"]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={value}"]
-    return args + list(extra)
 
 
 @pytest.mark.parametrize("name", sorted(available_experiments()))

@@ -19,14 +19,13 @@ import pytest
 from data.store import StoreSketches, read_meta
 from engine.cli import train_main
 from evaluation.run import eval_main
+from tests.common import QUICKDRAW, ROOT, needs_quickdraw
 
-ROOT = Path(__file__).resolve().parents[1]
-QUICKDRAW = Path(__file__).resolve().parents[2] / "shared" / "quickdraw"
 CLASSES = ["apple", "The Eiffel Tower", "coffee cup"]
 PER_CLASS = "train=10,val=2,query=2,gallery=4"
 
 pytestmark = [
-    pytest.mark.skipif(not QUICKDRAW.is_dir(), reason=f"shared Quick, Draw! sample not found at {QUICKDRAW}"),
+    needs_quickdraw,
     pytest.mark.skipif(shutil.which("curl") is None or shutil.which("bash") is None, reason="needs bash and curl"),
 ]
 

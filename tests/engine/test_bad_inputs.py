@@ -18,22 +18,14 @@ import torch
 from config import load_config
 from engine import build
 from engine.cli import train_main
+from tests import common
 from utils.checkpoint import load_checkpoint, save_checkpoint
 
 NAME = "tcn_rotation"
-TINY = {
-    "data.train_per_class": 2,
-    "data.val_per_class": 1,
-    "data.num_classes": 4,
-    "train.batch_size": 4,
-}
 
 
 def tiny_args(out, name=NAME, *extra):
-    args = ["--exp", name, "--out", str(out), "--no-progress", "--device", "cpu", "--workers", "0"]
-    for key, value in TINY.items():
-        args += ["--set", f"{key}={value}"]
-    return args + list(extra)
+    return ["--exp", name, *common.tiny_args(out, *extra)]
 
 
 def snapshot(folder: Path) -> dict:
@@ -250,7 +242,7 @@ def test_a_second_run_on_the_same_folder_is_refused(out, capsys):
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[2]); from utils.run_lock import RunLock; "
          "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
-         str(run), str(Path(__file__).resolve().parents[1])],
+         str(run), str(Path(__file__).resolve().parents[2])],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

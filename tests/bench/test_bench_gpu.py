@@ -10,15 +10,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from config import load_config
 from engine import build
+from tests.common import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "bench_gpu.py")
 bench = importlib.util.module_from_spec(_spec)
 sys.modules["bench_gpu"] = bench

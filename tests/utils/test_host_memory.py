@@ -3,15 +3,13 @@ the trainer applies it unless train.keep_host_memory is False."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from config import load_config
 from engine import trainer as trainer_module
+from tests.common import ROOT
 from utils.host_memory import keep_freed_memory
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # malloc, touch and free a 64 MiB block a few times; print the fewest page faults a round took
 # once the heap has settled. It runs in its own process: the setting is process-wide.

@@ -12,12 +12,12 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.common import ROOT
+
 _spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
 gc = importlib.util.module_from_spec(_spec)
 sys.modules["gpu_check"] = gc
