@@ -154,6 +154,14 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def _same_sequence(like: tuple | list, items: list) -> tuple | list:
+    """``items`` in a sequence of ``like``'s type: a named tuple (``data.SketchPair``) is
+    rebuilt field by field, a plain tuple or list from the items."""
+    if isinstance(like, tuple) and hasattr(like, "_fields"):
+        return type(like)(*items)
+    return type(like)(items)
+
+
 class NonFiniteLoss(FloatingPointError):
     """A step's loss was not finite (on this process or another); nothing was updated."""
 
@@ -280,7 +288,8 @@ class Trainer:
                   "there and usually slower than float32", file=sys.stderr)
         self._autocast = partial(torch.autocast, device_type=self.device.type, dtype=torch.bfloat16,
                                  enabled=(on_cuda and t.amp == "bf16") or cpu_bf16)
-        self._channels_last = ((on_cuda and t.channels_last) or cpu_bf16) and cfg.data.modality == "raster"
+        # Raster models only (a dual model's raster branch; _memory_format skips stroke batches).
+        self._channels_last = ((on_cuda and t.channels_last) or cpu_bf16) and cfg.data.modality in ("raster", "paired")
         if self._channels_last:
             self.networks = self.networks.to(memory_format=torch.channels_last)
         if t.compile:
@@ -484,7 +493,7 @@ class Trainer:
         if isinstance(batch, torch.Tensor):
             return batch.to(self.device, non_blocking=True)
         if isinstance(batch, (tuple, list)):
-            return type(batch)(self._to_device(b) for b in batch)
+            return _same_sequence(batch, [self._to_device(b) for b in batch])
         if isinstance(batch, dict):
             return {k: self._to_device(v) for k, v in batch.items()}
         return batch
@@ -496,7 +505,7 @@ class Trainer:
         if isinstance(views, torch.Tensor):
             return views.contiguous(memory_format=torch.channels_last) if views.dim() == 4 else views
         if isinstance(views, (tuple, list)):
-            return type(views)(self._memory_format(v) for v in views)
+            return _same_sequence(views, [self._memory_format(v) for v in views])
         if isinstance(views, dict):
             return {k: self._memory_format(v) for k, v in views.items()}
         return views
