@@ -176,7 +176,7 @@ class CrossModalContrastive(_CrossModal):
         h_r, h_s = nets.encoder(tuple(views), list(self.features))
         z_r, z_s = self.project(nets, h_r, h_s)
         loss = info_nce(z_r, z_s, self.temperature)
-        return StepOutput(loss, len(views[0]), {"top1": info_nce_top1(z_r.detach(), z_s.detach())})
+        return StepOutput(loss, h_r.shape[0], {"top1": info_nce_top1(z_r.detach(), z_s.detach())})
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "loss": "symmetric InfoNCE raster <-> stroke over the global batch",

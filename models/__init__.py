@@ -19,7 +19,7 @@ from torch import nn
 from .alexnet import AlexNetBN
 from .base import FeatureModel
 from .dilated_tcn import DilatedTCN
-from .dual import BRANCHES, PAIRED, DualEncoder, split_feature
+from .dual import BRANCHES, DEFAULT_MODELS, PAIRED, DualEncoder, split_feature
 from .resnet import SketchResNet
 from .tcn import TCNPaper, TCNReleased
 
@@ -74,6 +74,7 @@ __all__ = [
     "DilatedTCN",
     "DualEncoder",
     "BRANCHES",
+    "DEFAULT_MODELS",
     "PAIRED",
     "split_feature",
 ]

@@ -33,6 +33,8 @@ from .base import RASTER, STROKE, FeatureKeys
 PAIRED = "paired"
 #: Branch names, in the order of the input pair and of ``feature_names``.
 BRANCHES: tuple[str, str] = (RASTER, STROKE)
+#: The branch models when a config names none: the paper's AlexNet-BN and released TCN.
+DEFAULT_MODELS: dict[str, str] = {RASTER: "alexnet", STROKE: "tcn"}
 
 
 def split_feature(name: str) -> tuple[str, str]:
@@ -64,7 +66,7 @@ class DualEncoder(nn.Module):
     default_feature: str
     min_side: int = 1
 
-    def __init__(self, num_classes: int, raster: str = "alexnet", stroke: str = "tcn",
+    def __init__(self, num_classes: int, raster: str = DEFAULT_MODELS[RASTER], stroke: str = DEFAULT_MODELS[STROKE],
                  raster_params: Mapping[str, Any] | None = None,
                  stroke_params: Mapping[str, Any] | None = None) -> None:
         super().__init__()
