@@ -49,7 +49,11 @@ def plot(strokes: torch.Tensor, size: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------ table, build
 def test_table_keys_and_num_outputs() -> None:
-    assert set(ALGORITHMS) == {"rotation", "deformation", "supervised", "simclr", "byol", "autoencoder"}
+    assert set(ALGORITHMS) == {"rotation", "deformation", "supervised", "simclr", "byol", "autoencoder",
+                               "crossmodal_contrastive", "crossmodal_pretext"}
+    # the cross-modal methods read paired batches: a frozen placeholder / the task's width per branch
+    assert build_algorithm("crossmodal_contrastive", "paired").num_outputs(345) == 1
+    assert build_algorithm("crossmodal_pretext", "paired").num_outputs(345) == 4
     for modality in ("raster", "stroke"):
         for generic in ("simclr", "byol", "autoencoder"):  # a frozen placeholder classifier
             assert build_algorithm(generic, modality).num_outputs(345) == 1
@@ -75,8 +79,8 @@ def test_build_errors_are_one_line_and_named() -> None:
 
 
 def test_describe_is_json_and_names_itself() -> None:
-    for name in ALGORITHMS:
-        for modality in ("raster", "stroke"):
+    for name, cls in ALGORITHMS.items():
+        for modality in cls.modalities:  # raster and stroke, or "paired" (the cross-modal methods)
             algorithm = build_algorithm(name, modality)
             described = json.loads(json.dumps(algorithm.describe()))
             assert described["name"] == name == algorithm.name
