@@ -1,4 +1,4 @@
-"""The one trainer behind ``train_cnn.py`` and ``train_tcn.py``.
+"""The one trainer behind ``train_cnn.py``, ``train_tcn.py`` and ``train_dual.py``.
 
 Per epoch: set the learning rate from the config's table, run the algorithm over the
 training split (progress bar with the loss and the algorithm's own metrics, TensorBoard
@@ -41,8 +41,11 @@ Trustworthy runs:
   wrapped in DistributedDataParallel; each of the W processes loads ``batch_size / W``
   sketches per step, so the global batch is the config's; augmentations are drawn for the
   global batch (each process keeps its rows), so they are those of one process; SimCLR's
-  negatives are gathered from every process (``distributed.gather_with_grad``); only rank 0
-  writes files or prints.
+  and the cross-modal InfoNCE's negatives are gathered from every process
+  (``distributed.gather_with_grad``); only rank 0 writes files or prints.
+- A dual run (``data.modality = "paired"``, ``train_dual.py``) is the same loop: its loader
+  batches are ``(SketchPair(raster, strokes), y)`` (moved to the device field by field), its
+  encoder a ``models.DualEncoder``, so ``state["model"]`` holds both branches.
 """
 
 from __future__ import annotations
