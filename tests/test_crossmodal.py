@@ -208,6 +208,21 @@ def test_pretext_rotates_both_forms_alike_and_adds_the_weighted_cross_term():
     assert deform.num_outputs(10) == 2
 
 
+def test_pretext_with_deformation_is_one_config_away():
+    cfg = load_config("dual_crossmodal_rotation", {**SMALL, "model.num_classes": 2, "algorithm.params": {
+        "task": "deformation", "task_params": {"module": "released"}, **HEADS}})
+    torch.manual_seed(0)
+    alg = build.build_algorithm(cfg)
+    nets = build.build_networks(cfg, alg, build.build_model(cfg, build.head_size(cfg, alg))).train()
+    raster, strokes = pair_batch(n=3)
+    rv, sv, rt, st = views = alg.prepare((raster, strokes), None)
+    assert rv.shape[0] == sv.shape[0] == 6 and torch.equal(rt, st) and rt.tolist() == [0] * 3 + [1] * 3
+    out = nets(views)
+    assert torch.isfinite(out.loss) and out.count == 6
+    with pytest.raises(ConfigError, match="model.num_classes is 4 but the 'crossmodal_pretext' task has 2 outputs"):
+        build.head_size(load_config("dual_crossmodal_rotation", {"algorithm.params.task": "deformation"}))
+
+
 def test_algorithm_table_holds_the_cross_modal_methods():
     assert ALGORITHMS["crossmodal_contrastive"] is CrossModalContrastive
     assert ALGORITHMS["crossmodal_pretext"] is CrossModalPretext
