@@ -1,5 +1,6 @@
 """Pretext tasks (rotation, deformation), generic self-supervised methods (SimCLR, BYOL,
-autoencoder) and the supervised baseline.
+autoencoder), cross-modal methods that train a raster and a stroke encoder together
+(crossmodal_contrastive, crossmodal_pretext) and the supervised baseline.
 
 A leaf package: it works on tensors and ``torch.nn`` modules only and imports no other
 project package. The trainer builds an algorithm by name and drives it through one
@@ -20,7 +21,8 @@ from typing import Any
 
 from .augment import RasterAugment, StrokeAugment
 from .autoencoder import AutoencoderAlgorithm
-from .base import MODALITIES, Algorithm, Draws, Networks, PretextAlgorithm, StepOutput
+from .base import MODALITIES, PAIRED, Algorithm, Draws, Networks, PretextAlgorithm, StepOutput
+from .crossmodal import CrossModalContrastive, CrossModalPretext
 from .byol import BYOLAlgorithm, cosine_momentum, ema_update
 from .deformation import (
     DeformationAlgorithm,
@@ -31,7 +33,7 @@ from .deformation import (
     erase_half,
 )
 from .generic import PLACEHOLDER_OUTPUTS, GenericMethod
-from .losses import accuracy, cross_entropy, info_nce, normalized_mse, nt_xent, nt_xent_top1
+from .losses import accuracy, cross_entropy, info_nce, info_nce_top1, normalized_mse, nt_xent, nt_xent_top1
 from .rotation import RotationAlgorithm, rotate_raster, rotate_strokes
 from .simclr import SimCLRAlgorithm
 from .strokes import normalize_strokes, valid_rows
@@ -45,11 +47,14 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     SimCLRAlgorithm.name: SimCLRAlgorithm,
     BYOLAlgorithm.name: BYOLAlgorithm,
     AutoencoderAlgorithm.name: AutoencoderAlgorithm,
+    CrossModalContrastive.name: CrossModalContrastive,
+    CrossModalPretext.name: CrossModalPretext,
 }
 
 
 def build_algorithm(name: str, modality: str, **params: Any) -> Algorithm:
-    """Build the algorithm called ``name`` for ``modality`` ("raster" or "stroke").
+    """Build the algorithm called ``name`` for ``modality`` ("raster", "stroke", or "paired"
+    for the cross-modal algorithms).
 
     Raises:
         ValueError: unknown name (the message lists the known ones), bad modality, or an
@@ -64,6 +69,10 @@ __all__ = [
     "ALGORITHMS",
     "AutoencoderAlgorithm",
     "BYOLAlgorithm",
+    "CrossModalContrastive",
+    "CrossModalPretext",
+    "PAIRED",
+    "info_nce_top1",
     "Draws",
     "GenericMethod",
     "Networks",

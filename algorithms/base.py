@@ -40,6 +40,9 @@ from torch import Tensor, nn
 from .losses import accuracy, cross_entropy
 
 MODALITIES: tuple[str, ...] = ("raster", "stroke")
+#: The input of an algorithm that trains a raster and a stroke encoder together: both forms
+#: of each sketch, a pair ``(raster (B, C, H, W), strokes (B, L, 4))``.
+PAIRED: str = "paired"
 
 
 def numpy_dtype(dtype: torch.dtype) -> np.dtype | None:
@@ -221,11 +224,13 @@ class Algorithm:
     metric_names: ClassVar[tuple[str, ...]] = ("acc",)
     uses_logits: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
+    #: The modalities the algorithm reads (the cross-modal ones: ``(PAIRED,)``).
+    modalities: ClassVar[tuple[str, ...]] = MODALITIES
 
     def __init__(self, modality: str) -> None:
-        if modality not in MODALITIES:
+        if modality not in self.modalities:
             raise ValueError(
-                f"{self.name}: modality must be one of {list(MODALITIES)}, got {modality!r}"
+                f"{self.name}: modality must be one of {list(self.modalities)}, got {modality!r}"
             )
         self.modality: str = modality
 

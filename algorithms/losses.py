@@ -131,6 +131,19 @@ def info_nce(a: Tensor, b: Tensor, temperature: float, symmetric: bool = True) -
     return loss
 
 
+@torch.no_grad()
+def info_nce_top1(a: Tensor, b: Tensor) -> float:
+    """Rank-1 accuracy of :func:`info_nce`'s symmetric form: the fraction of the 2N anchors
+    (each row of ``a`` against the rows of ``b``, and each row of ``b`` against those of
+    ``a``) whose most similar row of the other set is their own pair (ties go to the lowest
+    index)."""
+    _pair_check(a, b, "info_nce_top1")
+    sim = F.normalize(a.float(), dim=1) @ F.normalize(b.float(), dim=1).t()
+    targets = torch.arange(a.shape[0], device=a.device)
+    hits = (sim.argmax(dim=1) == targets).sum() + (sim.t().argmax(dim=1) == targets).sum()
+    return hits.item() / (2 * a.shape[0])
+
+
 def normalized_mse(p: Tensor, z: Tensor) -> Tensor:
     """BYOL's regression loss: ``||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z)``, mean over rows.
 

@@ -38,3 +38,15 @@ DEFORMATION_OUTPUTS = 2
 # the paper's tasks of the same branch (optimiser, schedule, batch, epochs), so that the
 # comparison with the sketch-specific tasks is at the same budget.
 GENERIC_SELECTION = {"best_metric": "val_loss", "best_mode": "min"}
+
+# Both forms of each sketch, for a dual model (a CNN and a TCN trained together): the
+# paper's raster (224 px) and stroke (100 points) inputs of the same drawing.
+PAIRED_DATA = {"modality": "paired", "image_size": 224, "max_points": 100}
+# The dual model of the paper's encoders: AlexNet-BN on rasters, the released TCN on strokes.
+DUAL_MODEL = {"name": "dual", "params": {"raster": "alexnet", "stroke": "tcn"}}
+# One optimiser over both branches (and the projectors): the CNN's (SGD Nesterov 0.9, weight
+# decay 5e-4, 0.01 -> 1e-5 over 10 epochs), with the CNN's batch of 256 sketches (each sketch
+# is seen in both forms). The TCN branch is therefore trained with SGD, not with the Adam of
+# its separate paper run: see docs/TRAINING.md, "Two branches in one run".
+DUAL_OPTIM = CNN_OPTIM
+DUAL_TRAIN = CNN_TRAIN

@@ -20,13 +20,18 @@ class ConfigError(ValueError):
     """A configuration that cannot be run. The message is one line meant for the user."""
 
 
+#: The input each entry point trains on: rasters (CNN), stroke tensors (TCN), or both forms
+#: of every sketch (a dual model holding a CNN and a TCN, trained together).
+MODALITY_OF_BRANCH = {"cnn": "raster", "tcn": "stroke", "dual": "paired"}
+
+
 @dataclass
 class DataConfig:
     """Where sketches come from and how they are turned into network inputs."""
 
     source: str = "synthetic"  # "synthetic" (built-in generator) or "store" (prepared Quick, Draw!)
     path: Optional[str] = None  # directory of a prepared store (source == "store")
-    modality: str = "raster"  # "raster" (CNN) or "stroke" (TCN)
+    modality: str = "raster"  # "raster" (CNN), "stroke" (TCN) or "paired" (both, a dual model)
     image_size: int = 224  # raster side in pixels (paper: 224)
     line_width: float = 3.0  # pen width in 256-box units, scaled with image_size
     max_points: int = 100  # stroke tensor rows (paper: 100)
@@ -40,7 +45,7 @@ class DataConfig:
 
     def check(self) -> None:
         _choice("data.source", self.source, ("synthetic", "store"))
-        _choice("data.modality", self.modality, ("raster", "stroke"))
+        _choice("data.modality", self.modality, MODALITY_OF_BRANCH.values())
         if self.source == "store" and not self.path:
             raise ConfigError("data.source is 'store' but data.path is not set (pass --data DIR)")
         _positive("data.image_size", self.image_size)
@@ -174,7 +179,7 @@ class EvalConfig:
 @dataclass
 class ExperimentConfig:
     name: str
-    branch: str  # "cnn" or "tcn": which entry point runs it
+    branch: str  # "cnn", "tcn" or "dual": which entry point runs it (train_<branch>.py)
     description: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -184,8 +189,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def check(self) -> None:
-        _choice("branch", self.branch, ("cnn", "tcn"))
-        want = "raster" if self.branch == "cnn" else "stroke"
+        _choice("branch", self.branch, tuple(MODALITY_OF_BRANCH))
+        want = MODALITY_OF_BRANCH[self.branch]
         if self.data.modality != want:
             raise ConfigError(
                 f"experiment '{self.name}' is a {self.branch.upper()} experiment but "
@@ -248,7 +253,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
-def _choice(where: str, value: str, choices: tuple) -> None:
+def _choice(where: str, value: str, choices) -> None:
+    choices = tuple(choices)
     if value not in choices:
         raise ConfigError(f"{where} must be one of {', '.join(choices)}; got '{value}'")
 

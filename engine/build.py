@@ -14,7 +14,7 @@ import torch
 import algorithms
 import models
 from config import ConfigError, ExperimentConfig
-from data.datasets import RasterDataset, StrokeDataset
+from data.datasets import PairedDataset, RasterDataset, SketchPair, StrokeDataset
 from data.store import StoreError, StoreSketches, read_meta
 from data.synthetic import SyntheticSketches
 
@@ -45,7 +45,8 @@ def build_source(cfg: ExperimentConfig, split: str):
 
 def build_dataset(cfg: ExperimentConfig, split: str) -> torch.utils.data.Dataset:
     """A torch dataset yielding ``(input, class label)`` in the config's modality:
-    rasters (1, S, S) in [0, 1] or stroke tensors (max_points, 4)."""
+    rasters (1, S, S) in [0, 1], stroke tensors (max_points, 4), or both forms of each
+    sketch (``data.SketchPair``, modality "paired")."""
     return dataset_of(cfg, build_source(cfg, split))
 
 
@@ -55,6 +56,9 @@ def dataset_of(cfg: ExperimentConfig, source) -> torch.utils.data.Dataset:
     d = cfg.data
     if d.modality == "raster":
         return RasterDataset(source, image_size=d.image_size, line_width=d.line_width, center=d.center)
+    if d.modality == models.PAIRED:
+        return PairedDataset(source, image_size=d.image_size, line_width=d.line_width, max_len=d.max_points,
+                             center=d.center)
     return StrokeDataset(source, max_len=d.max_points, center=d.center)
 
 
@@ -124,15 +128,23 @@ def build_model(cfg: ExperimentConfig, num_outputs: int) -> torch.nn.Module:
         raise ConfigError(f"model '{name}' needs rasters of at least {min_side} px; data.image_size is "
                           f"{cfg.data.image_size}")
     try:
-        return models.build_model(name, num_outputs, **cfg.model.params)
+        model = models.build_model(name, num_outputs, **cfg.model.params)
     except ValueError as err:
         raise ConfigError(f"model: {err}") from None
+    if modality == models.PAIRED and cfg.data.image_size < model.min_side:  # its raster branch's own limit
+        raster = model.branch_names["raster"]
+        raise ConfigError(f"model '{name}': its raster branch '{raster}' needs rasters of at least "
+                          f"{model.min_side} px; data.image_size is {cfg.data.image_size}")
+    return model
 
 
-def sample_input(cfg: ExperimentConfig, device: torch.device | str = "cpu", batch: int = 2) -> torch.Tensor:
+def sample_input(cfg: ExperimentConfig, device: torch.device | str = "cpu", batch: int = 2):
     """A zero batch of the config's input shape (what the loader yields), for sizing heads:
-    rasters (batch, 1, S, S), strokes (batch, max_points, 4)."""
+    rasters (batch, 1, S, S), strokes (batch, max_points, 4), or a ``SketchPair`` of both."""
     d = cfg.data
+    if d.modality == models.PAIRED:
+        return SketchPair(torch.zeros((batch, 1, d.image_size, d.image_size), device=device),
+                          torch.zeros((batch, d.max_points, 4), device=device))
     shape = (batch, 1, d.image_size, d.image_size) if d.modality == "raster" else (batch, d.max_points, 4)
     return torch.zeros(shape, device=device)
 
@@ -144,16 +156,43 @@ def build_networks(cfg: ExperimentConfig, algorithm, model: torch.nn.Module):
     An algorithm that does not read logits leaves the encoder's classifier untouched, so its
     parameters are frozen (no gradient, not optimised, not synchronised by DDP). The layer
     its loss reads is ``algorithm.params.feature`` when given, else the layer evaluation
-    reads (``eval.feature``, else the model's default)."""
+    reads (``eval.feature``, else the model's default).
+
+    A dual model (modality "paired") gets both branches' classifiers frozen when the
+    algorithm reads features, and the algorithm the pair of layers it projects: each
+    branch's ``algorithm.params.<branch>_feature``, else that branch model's default."""
+    device = next(model.parameters()).device
+    if cfg.data.modality == models.PAIRED:
+        return _build_paired_networks(cfg, algorithm, model, device)
     layer = model.default_feature
     if not algorithm.uses_logits:
         classifier = getattr(model, "classifier", None)
         if classifier is not None:
             classifier.requires_grad_(False)
         layer = feature_layer(cfg, model, getattr(algorithm, "requested_feature", None))
-    device = next(model.parameters()).device
     try:
         return algorithm.build_networks(model, layer, sample_input(cfg, device))
+    except ValueError as err:
+        raise ConfigError(f"algorithm: {err}") from None
+
+
+def _build_paired_networks(cfg: ExperimentConfig, algorithm, model: torch.nn.Module, device: torch.device):
+    if not algorithm.uses_logits:
+        for branch in models.BRANCHES:
+            classifier = getattr(model.branch(branch), "classifier", None)
+            if classifier is not None:
+                classifier.requires_grad_(False)
+    requested = getattr(algorithm, "requested_features", (None, None))
+    layers = []
+    for branch, layer in zip(models.BRANCHES, requested):
+        net = model.branch(branch)
+        layer = layer or net.default_feature
+        if layer not in net.feature_names:
+            raise ConfigError(f"algorithm: {branch}_feature '{layer}' is not a layer of the {branch} model "
+                              f"'{model.branch_names[branch]}'; known: {', '.join(net.feature_names)}")
+        layers.append(f"{branch}.{layer}")
+    try:
+        return algorithm.build_networks(model, tuple(layers), sample_input(cfg, device))
     except ValueError as err:
         raise ConfigError(f"algorithm: {err}") from None
 

@@ -50,8 +50,9 @@ def parse_set(items: Sequence[str]) -> dict:
 def train_parser(branch: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"train_{branch}.py",
-        description=f"Pretrain a {branch.upper()} on a sketch pretext task. Experiments: "
-        + ", ".join(available_experiments()),
+        description=(f"Pretrain a {branch.upper()} on a sketch pretext task. " if branch != "dual" else
+                     "Pretrain a CNN and a TCN together on both forms of the same sketches. ")
+        + "Experiments: " + ", ".join(available_experiments()),
     )
     p.add_argument("--exp", required=True, help="experiment name: config/NAME.py")
     p.add_argument("--epochs", type=int, help="train.epochs")

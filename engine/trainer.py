@@ -1,4 +1,4 @@
-"""The one trainer behind ``train_cnn.py`` and ``train_tcn.py``.
+"""The one trainer behind ``train_cnn.py``, ``train_tcn.py`` and ``train_dual.py``.
 
 Per epoch: set the learning rate from the config's table, run the algorithm over the
 training split (progress bar with the loss and the algorithm's own metrics, TensorBoard
@@ -41,8 +41,11 @@ Trustworthy runs:
   wrapped in DistributedDataParallel; each of the W processes loads ``batch_size / W``
   sketches per step, so the global batch is the config's; augmentations are drawn for the
   global batch (each process keeps its rows), so they are those of one process; SimCLR's
-  negatives are gathered from every process (``distributed.gather_with_grad``); only rank 0
-  writes files or prints.
+  and the cross-modal InfoNCE's negatives are gathered from every process
+  (``distributed.gather_with_grad``); only rank 0 writes files or prints.
+- A dual run (``data.modality = "paired"``, ``train_dual.py``) is the same loop: its loader
+  batches are ``(SketchPair(raster, strokes), y)`` (moved to the device field by field), its
+  encoder a ``models.DualEncoder``, so ``state["model"]`` holds both branches.
 """
 
 from __future__ import annotations
@@ -152,6 +155,14 @@ def cpu_has_bf16() -> bool:
     """Whether this CPU does bfloat16 matrix maths in hardware (AMX tiles or AVX512-BF16)."""
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # private: missing means no
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def _same_sequence(like: tuple | list, items: list) -> tuple | list:
+    """``items`` in a sequence of ``like``'s type: a named tuple (``data.SketchPair``) is
+    rebuilt field by field, a plain tuple or list from the items."""
+    if isinstance(like, tuple) and hasattr(like, "_fields"):
+        return type(like)(*items)
+    return type(like)(items)
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -280,7 +291,8 @@ class Trainer:
                   "there and usually slower than float32", file=sys.stderr)
         self._autocast = partial(torch.autocast, device_type=self.device.type, dtype=torch.bfloat16,
                                  enabled=(on_cuda and t.amp == "bf16") or cpu_bf16)
-        self._channels_last = ((on_cuda and t.channels_last) or cpu_bf16) and cfg.data.modality == "raster"
+        # Raster models only (a dual model's raster branch; _memory_format skips stroke batches).
+        self._channels_last = ((on_cuda and t.channels_last) or cpu_bf16) and cfg.data.modality in ("raster", "paired")
         if self._channels_last:
             self.networks = self.networks.to(memory_format=torch.channels_last)
         if t.compile:
@@ -484,7 +496,7 @@ class Trainer:
         if isinstance(batch, torch.Tensor):
             return batch.to(self.device, non_blocking=True)
         if isinstance(batch, (tuple, list)):
-            return type(batch)(self._to_device(b) for b in batch)
+            return _same_sequence(batch, [self._to_device(b) for b in batch])
         if isinstance(batch, dict):
             return {k: self._to_device(v) for k, v in batch.items()}
         return batch
@@ -496,7 +508,7 @@ class Trainer:
         if isinstance(views, torch.Tensor):
             return views.contiguous(memory_format=torch.channels_last) if views.dim() == 4 else views
         if isinstance(views, (tuple, list)):
-            return type(views)(self._memory_format(v) for v in views)
+            return _same_sequence(views, [self._memory_format(v) for v in views])
         if isinstance(views, dict):
             return {k: self._memory_format(v) for k, v in views.items()}
         return views

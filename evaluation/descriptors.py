@@ -169,7 +169,11 @@ class Descriptor:
 
 
 def fused_name(parts: list[Encoder], weights: list[float], mode: str) -> str:
-    names = " + ".join(p.cfg.name if p.kind == "checkpoint" else p.label for p in parts)
+    def name(p: Encoder) -> str:  # a dual checkpoint's branch is named after the experiment
+        branch = getattr(p, "branch", None)
+        return p.cfg.name + (f" [{branch}]" if branch else "") if p.kind == "checkpoint" else p.label
+
+    names = " + ".join(name(p) for p in parts)
     ws = ":".join(f"{w:g}" for w in weights)
     return f"fused {names} ({mode} {ws})"
 

@@ -18,9 +18,14 @@ of seed, architecture and torch version) that names its features in the cache, a
 of its weights and buffers taken when it was loaded, so that :meth:`Encoder.unchanged` can
 prove afterwards that reading features did not train it (e.g. batch norm run in train mode).
 
-A checkpoint that holds several encoders (e.g. a CNN and a TCN branch of one cross-modal
-model) is read here too: a part of the command line names the checkpoint and, later, the
-branch; everything after this stage sees one :class:`Encoder` per part either way.
+A checkpoint of a dual model (a CNN and a TCN trained together, ``models.DualEncoder``,
+data modality "paired") is read one branch at a time: the layer names the branch
+(``raster.fc_block``, ``stroke.fc``; without a layer, the config's ``eval.feature``). The
+encoder is then exactly that branch: the single-branch model its config names, loaded
+with the checkpoint's ``raster.`` (or ``stroke.``) weights, its config the single-branch
+config those weights would have had (modality raster or stroke, so that its features come
+from that form of the query and gallery sketches). Everything after this stage sees one
+:class:`Encoder` per part either way, so one checkpoint gives two parts of a fused row.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ from pathlib import Path
 import torch
 
 from config import ConfigError, ExperimentConfig, apply_overrides, from_dict
+import models
 from engine import build
 from utils.checkpoint import CheckpointError, load_checkpoint
 from utils.rng import seed_everything
 
-__all__ = ["Encoder", "load_encoder", "random_encoder", "state_digest", "file_sha256"]
+__all__ = ["Encoder", "branch_config", "load_encoder", "random_encoder", "state_digest", "file_sha256"]
 
 _SHA_MEMO: dict[tuple, str] = {}
 
@@ -85,6 +91,7 @@ class Encoder:
     seed: int | None = None
     weights_id: str = ""  # sha256 of the checkpoint file, or a digest of the random init
     home: Path | None = None  # default folder of its feature cache
+    branch: str | None = None  # "raster" / "stroke": the branch of a dual checkpoint read
     _model: torch.nn.Module | None = field(default=None, repr=False)
     _initial_digest: str | None = field(default=None, repr=False)
 
@@ -93,14 +100,16 @@ class Encoder:
         """How tables name this encoder."""
         if self.kind == "random":
             return f"random init ({self.cfg.model.name}, seed {self.seed})"
-        return f"{self.cfg.name} (epoch {self.epoch})"
+        where = f" [{self.branch}]" if self.branch else ""
+        return f"{self.cfg.name}{where} (epoch {self.epoch})"
 
     @property
     def stem(self) -> str:
         """Short name for files: ``<experiment>-<checkpoint stem>`` or ``random-<arch>-seed<S>``."""
         if self.kind == "random":
             return f"random-{self.cfg.model.name}-seed{self.seed}"
-        return f"{self.cfg.name}-{self.ckpt.stem}"
+        branch = f"-{self.branch}" if self.branch else ""
+        return f"{self.cfg.name}{branch}-{self.ckpt.stem}"
 
     def model(self, device: torch.device) -> torch.nn.Module:
         """The network in eval mode on ``device`` (a random init is built on first use)."""
@@ -130,16 +139,49 @@ def load_encoder(path: str | os.PathLike, overrides: dict | None = None, layer: 
     except ConfigError as err:
         raise CheckpointError(f"{path}: saved config is not valid here ({err})") from None
     num_outputs = int(state.get("num_outputs") or build.head_size(cfg))
+    weights = state["model"]
+    branch = None
+    if cfg.data.modality == models.PAIRED:
+        branch, cfg, layer = _branch_of(path, cfg, layer)
+        prefix = f"{branch}."
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
     net = build.build_model(cfg, num_outputs)
     layer = build.feature_layer(cfg, net, layer)
-    weights = state["model"]
     try:
         net.load_state_dict(weights)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not fit model '{cfg.model.name}' ({str(err).splitlines()[0]})") from None
     return Encoder(cfg=cfg, layer=layer, num_outputs=num_outputs, kind="checkpoint", ckpt=path,
                    epoch=int(state["epoch"]), weights_id=file_sha256(path), home=path.parent / "features",
-                   _model=net.eval(), _initial_digest=state_digest(weights))
+                   branch=branch, _model=net.eval(), _initial_digest=state_digest(weights))
+
+
+def branch_config(cfg: ExperimentConfig, branch: str, layer: str | None = None) -> ExperimentConfig:
+    """The single-branch config of one branch of a dual-model config: the same data (its
+    modality ``raster`` or ``stroke``), the branch's model and parameters, the same head
+    width, ``eval.feature`` = ``layer`` (a layer of the branch model)."""
+    raw = cfg.to_dict()
+    params = dict(raw["model"]["params"])
+    model = {"name": params.get(branch, models.DEFAULT_MODELS[branch]),
+             "num_classes": raw["model"]["num_classes"], "params": dict(params.get(f"{branch}_params") or {})}
+    raw.update(branch="cnn" if branch == "raster" else "tcn", model=model)
+    raw["data"]["modality"] = branch
+    raw["eval"]["feature"] = layer
+    return from_dict(raw, where=f"{cfg.name} ({branch} branch)")
+
+
+def _branch_of(path: Path, cfg: ExperimentConfig, layer: str | None) -> tuple[str, ExperimentConfig, str]:
+    """(branch, its single-branch config, its layer) for ``layer`` of a dual checkpoint."""
+    layer = layer or cfg.eval.feature
+    if not layer:
+        raise ConfigError(f"{path}: a dual checkpoint holds two encoders; name one with the layer "
+                          "(raster.<layer> or stroke.<layer>, e.g. --layer raster.fc_block)")
+    try:
+        branch, sub = models.split_feature(layer)
+    except ValueError:
+        raise ConfigError(f"{path}: layer '{layer}' names no branch of this dual checkpoint; use "
+                          f"raster.<layer> or stroke.<layer> (e.g. raster.fc_block, stroke.fc)") from None
+    return branch, branch_config(cfg, branch, sub), sub
 
 
 def random_encoder(like: Encoder, seed: int) -> Encoder:

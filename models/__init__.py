@@ -1,6 +1,7 @@
 """Networks for raster sketches (CNNs) and stroke sequences (TCNs), and a name -> class table.
 
-Every model has the class attributes ``modality`` (``"raster"`` or ``"stroke"``),
+Every model has the class attributes ``modality`` (``"raster"``, ``"stroke"``, or
+``"paired"`` for :class:`DualEncoder`, which holds one of each),
 ``feature_names`` (readable layers in forward order, last ``"classifier"``) and
 ``default_feature`` (the layer used for retrieval), takes ``num_classes`` as its first
 constructor argument, and is called as ``model(x, out_feat_keys=None)``: None gives the logits
@@ -18,6 +19,7 @@ from torch import nn
 from .alexnet import AlexNetBN
 from .base import FeatureModel
 from .dilated_tcn import DilatedTCN
+from .dual import BRANCHES, DEFAULT_MODELS, PAIRED, DualEncoder, split_feature
 from .resnet import SketchResNet
 from .tcn import TCNPaper, TCNReleased
 
@@ -27,6 +29,8 @@ MODELS: dict[str, type[nn.Module]] = {
     "tcn": TCNReleased,
     "tcn_paper": TCNPaper,
     "tcn_dilated": DilatedTCN,
+    # A raster and a stroke model of this table in one module (modality "paired").
+    "dual": DualEncoder,
 }
 
 
@@ -68,4 +72,9 @@ __all__ = [
     "TCNReleased",
     "TCNPaper",
     "DilatedTCN",
+    "DualEncoder",
+    "BRANCHES",
+    "DEFAULT_MODELS",
+    "PAIRED",
+    "split_feature",
 ]

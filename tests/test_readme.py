@@ -23,8 +23,8 @@ def test_every_experiment_named_in_the_readme_exists_and_runs_with_its_entry_poi
     assert {"cnn_rotation", "tcn_deform"} <= named
     assert named <= set(available_experiments())
     for line in README.splitlines():
-        for script, name in re.findall(r"(train_cnn|train_tcn)\.py --exp (\w+)", line):
-            assert load_config(name).branch == script[-3:], line
+        for script, name in re.findall(r"train_(cnn|tcn|dual)\.py --exp (\w+)", line):
+            assert load_config(name).branch == script, line
 
 
 def test_every_file_path_named_in_the_readme_exists():
@@ -34,7 +34,7 @@ def test_every_file_path_named_in_the_readme_exists():
 
 
 def test_model_table_matches_the_models_package():
-    rows = re.findall(r"^\| `(\w+)` \| (raster|stroke) \|", README, flags=re.M)
+    rows = re.findall(r"^\| `(\w+)` \| (raster|stroke|paired) \|", README, flags=re.M)
     assert {name for name, _ in rows} == set(models.MODELS)
     for name, modality in rows:
         assert models.MODELS[name].modality == modality

@@ -78,6 +78,22 @@ def test_store_source_needs_a_path():
         load_config("cnn_rotation", {"data.source": "store"})
 
 
+def test_dual_configs_state_their_defaults():
+    # issue 18: both forms at the paper's sizes, AlexNet-BN + TCN, one optimiser (the CNN's)
+    for name in ("dual_crossmodal", "dual_crossmodal_rotation"):
+        cfg = load_config(name)
+        assert (cfg.branch, cfg.data.modality, cfg.data.image_size, cfg.data.max_points) == ("dual", "paired", 224, 100)
+        assert cfg.model.name == "dual" and cfg.model.params == {"raster": "alexnet", "stroke": "tcn"}
+        assert (cfg.optim.name, cfg.train.batch_size, cfg.train.epochs) == ("sgd", 256, 10)
+        assert cfg.algorithm.params["temperature"] == 0.1 and cfg.eval.feature == "raster.fc_block"
+    contrastive, pretext = load_config("dual_crossmodal"), load_config("dual_crossmodal_rotation")
+    assert contrastive.algorithm.name == "crossmodal_contrastive" and contrastive.model.num_classes is None
+    assert (contrastive.train.best_metric, contrastive.train.best_mode) == ("val_loss", "min")
+    assert pretext.algorithm.name == "crossmodal_pretext" and pretext.model.num_classes == 4
+    assert pretext.algorithm.params["task"] == "rotation" and pretext.algorithm.params["cross_weight"] == 1.0
+    assert (pretext.train.best_metric, pretext.train.best_mode) == ("val_acc", "max")
+
+
 def test_branch_and_modality_must_agree():
     with pytest.raises(ConfigError, match="CNN experiment but data.modality is 'stroke'"):
         load_config("cnn_rotation", {"data.modality": "stroke"})

@@ -26,15 +26,16 @@ def test_a_few_steps_on_one_fixed_batch_of_two_lower_the_loss(name):
     # here, and each step of theirs moves AlexNet's 57 M weights plus the heads (and BYOL's
     # target copy), seconds on 2 cores.
     generic_cnn = name.startswith("cnn_") and not build.build_algorithm(load_config(name)).uses_logits
-    small = {"data.image_size": 64} if generic_cnn else {}
-    steps = 3 if generic_cnn else 6
+    # The dual (CNN + TCN) configs likewise: AlexNet-BN at 64 px beside the TCN.
+    small = {"data.image_size": 64} if generic_cnn or name.startswith("dual_") else {}
+    steps = 3 if small else 6
     cfg = load_config(name, {**TINY, "train.batch_size": 2, "train.device": "cpu", **small})
     algorithm = build.build_algorithm(cfg)
     model = build.build_model(cfg, build.head_size(cfg, algorithm))
     nets = build.build_networks(cfg, algorithm, model)
     dataset = build.build_dataset(cfg, "train")
-    x = torch.stack([dataset[0][0], dataset[1][0]])
-    y = torch.tensor([dataset[0][1], dataset[1][1]])
+    # a loader's batch of two (a paired dataset's: SketchPair(rasters, strokes))
+    x, y = torch.utils.data.default_collate([dataset[0], dataset[1]])
     opt = make_optimizer(cfg, nets.trainable_parameters())
     nets.train()
     views = algorithm.prepare(x, y, Draws(torch.Generator().manual_seed(0)))

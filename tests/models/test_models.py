@@ -44,7 +44,7 @@ def _sketch(valid_rows: int, length: int, batch: int = 1) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------- registry
 def test_registry_keys_and_class_attributes() -> None:
-    assert list(MODELS) == ["alexnet", "resnet", "tcn", "tcn_paper", "tcn_dilated"]
+    assert list(MODELS) == ["alexnet", "resnet", "tcn", "tcn_paper", "tcn_dilated", "dual"]
     expected = {
         "alexnet": ("raster", "fc_block"),
         "resnet": ("raster", "pool"),
@@ -53,14 +53,17 @@ def test_registry_keys_and_class_attributes() -> None:
         "tcn_dilated": ("stroke", "fc"),
     }
     for name, cls in MODELS.items():
+        if name == "dual":  # a raster and a stroke model: its names come from its branches
+            cls = build_model("dual", 2, raster="resnet", stroke="tcn")
+            expected[name] = ("paired", "raster.pool")
         assert (cls.modality, cls.default_feature) == expected[name], name
-        assert cls.feature_names[-1] == "classifier", name
+        assert cls.feature_names[-1] == ("stroke.classifier" if name == "dual" else "classifier"), name
         assert cls.default_feature in cls.feature_names, name
         assert len(set(cls.feature_names)) == len(cls.feature_names), name
 
 
 def test_build_model_unknown_name() -> None:
-    with pytest.raises(ValueError, match=r"unknown model 'vgg'; known: alexnet, resnet, tcn, tcn_paper, tcn_dilated"):
+    with pytest.raises(ValueError, match=r"unknown model 'vgg'; known: alexnet, resnet, tcn, tcn_paper, tcn_dilated, dual"):
         build_model("vgg", 4)
 
 

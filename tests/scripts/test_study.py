@@ -16,6 +16,7 @@ import pytest
 from config import load_config
 from data.prepare import FILL_MODES, parse_per_class
 from engine.cli import load_for_branch, overrides_from_args, train_parser
+from evaluation.descriptors import parse_part
 from evaluation.run import eval_parser
 from tests.common import ROOT
 
@@ -56,7 +57,9 @@ def test_every_planned_command_is_a_valid_project_command(tmp_path, scale):
         else:
             args = eval_parser().parse_args(argv[1:])
             assert _expected_rows(args) == len(step.rows), step.key
-            used = ([args.ckpt] if args.ckpt else []) + args.baseline + [p for g in args.fuse for p in g]
+            # a part may name a layer (a dual checkpoint's branch): PATH[:LAYER][@WEIGHT]
+            used = ([args.ckpt] if args.ckpt else []) + [str(parse_part(p).path) for p in args.baseline] + [
+                str(parse_part(p).path) for g in args.fuse for p in g]
             assert used and set(used) <= trained, f"{step.key} evaluates a checkpoint no step trains"
     # Seed by seed (a study stopped part-way has its finished seeds complete); each
     # evaluation came after the trainings it reads (checked above, in this order).
@@ -72,7 +75,8 @@ def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
     cnn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_cnn.py" and s.argv[2] in study.CNN_RUNS]
     tcn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_tcn.py" and s.argv[2] in study.TCN_RUNS]
     generic = [s for s in steps if s.kind == "train" and s.argv[2] in study.CNN_GENERIC_RUNS + study.TCN_GENERIC_RUNS]
-    assert len(cnn) + len(tcn) + len(generic) == sum(s.kind == "train" for s in steps)
+    dual = [s for s in steps if s.kind == "train" and s.argv[0] == "train_dual.py" and s.argv[2] in study.DUAL_RUNS]
+    assert len(cnn) + len(tcn) + len(generic) + len(dual) == sum(s.kind == "train" for s in steps)
     assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS)
     assert len(cnn) == (len(study.CNN_RUNS) - 1) * 3 + 1  # three seeds per CNN run, one for the ResNet
     assert len(tcn) == len(study.TCN_RUNS) * 3  # three seeds per TCN run
@@ -111,6 +115,54 @@ def test_generic_baselines_get_the_same_overrides_data_seeds_and_evaluation(tmp_
         for i, m in zip(groups, study.GENERIC):
             assert dual.argv[i + 1].endswith(f"seed{seed}/cnn_{m}/best.pt")
             assert dual.argv[i + 2].endswith(f"seed{seed}/tcn_{m}/best.pt")
+
+
+def test_crossmodal_runs_get_the_cnn_overrides_store_seeds_and_evaluation(tmp_path):
+    steps = study.plan(tmp_path, "cpu", "q")
+    s = study.SCALES["cpu"]
+    assert s["dual_seeds"] == s["cnn_seeds"] and s["dual"] == s["cnn"]  # 112 px, 4 epochs, batch 64, schedule
+    reference = next(st for st in steps if st.key == "train-cnn_rotation-seed0")
+    paper_eval = next(st for st in steps if st.key == "eval-cnn-seed0")
+    tail = lambda argv: argv[argv.index("--probe"):argv.index("--json")]  # noqa: E731
+    for seed in s["dual_seeds"]:
+        for exp in study.DUAL_RUNS:
+            step = next(st for st in steps if st.key == f"train-{exp}-seed{seed}")
+            same = [a for a in step.argv[1:] if a not in (exp, str(seed)) and f"seed{seed}" not in a]
+            ref = [a for a in reference.argv[1:] if a not in ("cnn_rotation", "0") and "seed0" not in a]
+            assert step.argv[0] == "train_dual.py" and same == ref, (step.key, same, ref)
+            args = train_parser("dual").parse_args(step.argv[1:])
+            cfg = load_config(exp, overrides_from_args(args))
+            assert (cfg.data.image_size, cfg.train.batch_size, cfg.train.epochs) == (112, 64, 4)
+            ev = next(st for st in steps if st.key == f"eval-{exp}-seed{seed}")
+            assert ev.rows == [f"{exp}_raster", f"{exp}_stroke", f"fuse_{exp}"]
+            ckpt = str(step.run_dir / "best.pt")
+            argv = ev.argv
+            assert argv[argv.index("--ckpt") + 1] == ckpt and argv[argv.index("--layer") + 1] == "raster.fc_block"
+            assert argv[argv.index("--baseline") + 1] == f"{ckpt}:stroke.fc"
+            i = argv.index("--fuse")
+            assert argv[i + 1:i + 3] == [f"{ckpt}:raster.fc_block", f"{ckpt}:stroke.fc"]
+            assert tail(argv) == tail(paper_eval.argv)  # the same probe recipe
+
+
+def test_crossmodal_claims_compare_with_the_paper_and_generic_dual_branches():
+    res = _res(fuse_dual=[0.30, 0.31, 0.32], fuse_dual_simclr=[0.20, 0.20, 0.20], fuse_dual_byol=[0.25, 0.25, 0.25],
+               fuse_dual_autoencoder=[0.10, 0.10, 0.10],
+               fuse_dual_crossmodal=[0.40, 0.41, 0.42],  # beats both by more than the spread
+               fuse_dual_crossmodal_rotation=[0.30, 0.305, 0.31],  # 30.5 vs 31: does not hold
+               dual_crossmodal_raster=[0.05, 0.05, 0.05], cnn_rotation=[0.06, 0.06, 0.06],
+               dual_crossmodal_stroke=[0.05, 0.05, 0.05], tcn_rotation=[0.04, 0.04, 0.04])
+    got = {c: v for c, _, v in study.crossmodal_claims(res)}
+    assert got == {
+        "pretraining together (fuse_dual_crossmodal) beats fusing separately trained branches "
+        "(fuse_dual, the paper's dual branch)": "holds",
+        "fuse_dual_crossmodal beats the best generic dual branch (fuse_dual_byol)": "holds",
+        "dual_crossmodal_raster beats the same encoder trained alone (cnn_rotation)": "does not hold",
+        "dual_crossmodal_stroke beats the same encoder trained alone (tcn_rotation)": "holds",
+        "pretraining together (fuse_dual_crossmodal_rotation) beats fusing separately trained branches "
+        "(fuse_dual, the paper's dual branch)": "does not hold",
+        "fuse_dual_crossmodal_rotation beats the best generic dual branch (fuse_dual_byol)": "holds",
+    }
+    assert study.crossmodal_claims(_res(fuse_dual=[0.3])) == []  # no cross-modal rows yet: no claim
 
 
 def test_generic_claims_per_branch_follow_the_rule():
