@@ -2,7 +2,7 @@
 file an earlier run wrote exactly as it was.
 
 (The evaluation cache's interrupted/broken entries are tested with the cache itself, in
-tests/test_evaluation.py.)
+tests/evaluation/test_features.py.)
 """
 
 import errno
