@@ -26,7 +26,7 @@ from engine.cli import train_main
 from engine.trainer import TRAIN_DRAWS_SEED, make_optimizer
 from evaluation import encoders
 from evaluation.run import eval_main
-from tests.test_generic_training import assert_same, sigterm_on_forward
+from tests.engine.test_generic_training import assert_same, sigterm_on_forward
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.rng import seed_everything
 from utils.sampler import EpochSampler
