@@ -30,3 +30,15 @@ def quickdraw_store(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """Every test ends with the process's torch threads as it found them: a config's
+    ``train.threads`` (the quick start fixes 2) sets them for the whole process, and a later
+    test comparing two runs bit for bit must not inherit that."""
+    import torch  # noqa: PLC0415
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
