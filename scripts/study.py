@@ -1,10 +1,11 @@
 """The reproduction study (issue 8): pretrain, evaluate and tabulate on real Quick, Draw! sketches.
 
-    python scripts/study.py                        # the whole CPU study, ~2.5 h on 2 cores
+    python scripts/study.py                        # the whole CPU study, ~5 h on 2 cores
     python scripts/study.py --dry-run              # print every command, run nothing
     python scripts/study.py --scale full --dry-run # the same study at the paper's scale (GPU)
     python scripts/study.py --table-only           # rebuild the table from finished runs
     python scripts/study.py --check                # rerun, then compare with the committed numbers
+    python scripts/study.py --seeds 0 --only '^(train-(cnn|tcn)_rotation-|train-dual|eval-dual)'  # part of it
 
 Every number of ``docs/REPRODUCTION.md`` comes from a command this script runs; the commands
 are the project's public entry points (``python -m data.prepare``, ``train_cnn.py``,
@@ -259,6 +260,32 @@ def seed_major(steps: list[Step]) -> list[Step]:
     (a fused row may take the first CNN seed), so a study stopped part-way has every
     finished seed complete, and ``--table-only`` tabulates them."""
     return sorted(steps, key=lambda st: (seed_of(st), st.kind == "eval"))
+
+
+def checkpoints_of(step: Step) -> list[Path]:
+    """The checkpoints an evaluation reads (``best.pt`` paths, a part's ``:layer`` removed)."""
+    return [Path(a.split(":", 1)[0]) for a in step.argv if a.split(":", 1)[0].endswith("best.pt")]
+
+
+def select(steps: list[Step], only: str | None = None, seeds: list[int] | None = None) -> list[Step]:
+    """The steps of a partial study: prepare, and every step whose key matches the regular
+    expression ``only`` (``re.search``) and whose seed is in ``seeds`` (None: all). An
+    evaluation reading a checkpoint that neither exists nor is trained by a selected step is
+    refused here, with the training step to add, rather than failing part-way."""
+    pattern = re.compile(only) if only else None
+    chosen = [st for st in steps if st.kind == "prepare"
+              or ((pattern is None or pattern.search(st.key)) and (seeds is None or seed_of(st) in seeds))]
+    trained = {st.run_dir / "best.pt": st.key for st in steps if st.kind == "train"}
+    made = {st.run_dir / "best.pt" for st in chosen if st.kind == "train"}
+    for st in chosen:
+        for ck in checkpoints_of(st) if st.kind == "eval" else []:
+            if ck not in made and not ck.is_file():
+                need = trained.get(ck, "the run that writes it")
+                raise SystemExit(f"[study] {st.key} reads {ck}, which is neither trained yet nor selected: "
+                                 f"add {need} to --only (or drop {st.key})")
+    if len(chosen) == 1 and steps and len(steps) > 1:
+        raise SystemExit(f"[study] --only {only!r} --seeds {seeds}: no step matches (keys: --dry-run lists them)")
+    return chosen
 
 
 # Rows of the table: (row id, what it is, architecture family for the "beats random" claim).
@@ -611,14 +638,22 @@ def tolerance(row: str, metric: str, sd_old: float, sd_new: float) -> float:
     return max(3 * max(sd_old, sd_new), TRAINED_FLOOR)
 
 
-def compare(new: dict, old: dict) -> list[str]:
-    """Rows whose mean moved by more than :func:`tolerance` from the committed study."""
+def compare(new: dict, old: dict, partial: bool = False) -> list[str]:
+    """Rows whose mean moved by more than :func:`tolerance` from the committed study (with
+    ``partial``, rows the new results lack are not reported, and each row is compared over
+    the seeds both have)."""
     bad = []
     for rid, metrics in old.items():
         for m, pairs in metrics.items():
             if rid not in new or m not in new[rid]:
-                bad.append(f"{rid} {m}: missing in the new results")
+                if not partial:
+                    bad.append(f"{rid} {m}: missing in the new results")
                 continue
+            if partial:
+                seeds = {s for s, _ in new[rid][m]}
+                pairs = [pv for pv in pairs if pv[0] in seeds]
+                if not pairs:
+                    continue
             (mo, so, _), (mn, sn, _) = stats(pairs), stats(new[rid][m])
             tol = tolerance(rid, m, so, sn)
             if abs(mn - mo) > tol:
@@ -637,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quickdraw", default="../shared/quickdraw", help="folder of Quick, Draw! files")
     p.add_argument("--work", default="study", help="where the store, runs, results and logs go")
     p.add_argument("--scale", choices=tuple(SCALES), default="cpu",
-                   help="cpu: the committed study (reduced sizes, about 80 min on 2 cores); full: the paper's "
+                   help="cpu: the committed study (reduced sizes; about 5 h on 2 cores with every row and seed, see --only / --seeds); full: the paper's "
                    "scale on the full download (one GPU; see --dry-run); smoke: a 2-minute plumbing check "
                    "whose numbers mean nothing")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -648,9 +683,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--check", action="store_true",
                    help=f"compare the results with {COMMITTED.relative_to(ROOT)} (rewrites nothing); exit 1 if "
                    "a row moved by more than its tolerance (see compare())")
+    p.add_argument("--only", metavar="REGEX",
+                   help="a partial study: run (and tabulate) only prepare and the steps whose key matches "
+                   "(--dry-run lists the keys, e.g. 'dual|cnn_rotation|tcn_rotation'); the document is not "
+                   "rewritten, the table goes to <work>/results-partial.json")
+    p.add_argument("--seeds", type=lambda t: [int(x) for x in t.split(",")], metavar="S[,S...]",
+                   help="a partial study: only the steps of these seeds (e.g. 0 or 0,1), as --only")
     args = p.parse_args(argv)
     work = Path(args.work)
     steps = plan(work, args.scale, args.quickdraw)
+    partial = args.only is not None or args.seeds is not None
+    if partial:
+        steps = select(steps, args.only, args.seeds)
     if args.dry_run:
         print(commands_markdown(steps))
         return 0
@@ -667,7 +711,7 @@ def main(argv: list[str] | None = None) -> int:
         execute(steps, work, timings)
         print(f"[study] all steps done in {(time.time() - t0) / 60:.1f} min", flush=True)
     res = collect(steps)
-    (work / "results.json").write_text(json.dumps({"scale": args.scale, "rows": res, "timings": timings},
+    (work / ("results-partial.json" if partial else "results.json")).write_text(json.dumps({"scale": args.scale, "rows": res, "timings": timings},
                                                   indent=1) + "\n")
     table = table_markdown(res, steps, timings, args.scale)
     print(table)
@@ -675,11 +719,15 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(COMMITTED.read_text())["rows"] if COMMITTED.is_file() else {}
         if not old:
             raise SystemExit(f"[study] --check: {COMMITTED} has no rows to compare with")
-        bad = compare(res, old)
+        bad = compare(res, old, partial)
         print("[study] check: " + ("every row within tolerance" if not bad else f"{len(bad)} row(s) moved"))
         for b in bad:
             print(f"[study]   {b}")
         return 1 if bad else 0
+    if partial:
+        print(f"[study] a partial study ({len(steps)} steps): {work / 'results-partial.json'} written, "
+              f"{DOC.relative_to(ROOT)} left as it is")
+        return 0
     if not args.no_doc and args.scale == "cpu":
         doc = replace_between(DOC.read_text(), "study-table", table)
         DOC.write_text(replace_between(doc, "study-commands", commands_markdown(steps)))
