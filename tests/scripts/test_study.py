@@ -294,3 +294,41 @@ def test_the_knn_column_appears_only_when_the_evaluation_reports_it():
     res["tcn_rotation"]["knn"] = [[0, 0.25]]
     lines = study.table_markdown(res, [], {}, "cpu").splitlines()
     assert lines[0].endswith("| probe top-1 (%) | kNN top-1 (%) |") and lines[2].endswith("| 30.00 | 25.00 |")
+
+
+def test_a_partial_study_selects_prepare_and_the_matching_steps_of_its_seeds(tmp_path):
+    steps = study.plan(tmp_path, "smoke", "q")
+    chosen = study.select(steps, r"^(train-(cnn|tcn)_rotation-|train-dual|eval-dual)", [0])
+    assert [st.key for st in chosen] == [
+        "prepare", "train-cnn_rotation-seed0", "train-tcn_rotation-seed0", "train-dual_crossmodal-seed0",
+        "train-dual_crossmodal_rotation-seed0", "eval-dual-seed0", "eval-dual_crossmodal-seed0",
+        "eval-dual_crossmodal_rotation-seed0"]
+    assert chosen[1] is next(st for st in steps if st.key == "train-cnn_rotation-seed0")  # steps unchanged
+    assert [st.key for st in study.select(steps, None, [1]) if st.kind == "train"][:2] == [
+        "train-cnn_rotation-seed1", "train-cnn_deform-seed1"]
+    assert study.select(steps) == steps
+
+
+def test_a_partial_study_refuses_an_evaluation_whose_checkpoints_it_would_not_have(tmp_path):
+    steps = study.plan(tmp_path, "smoke", "q")
+    with pytest.raises(SystemExit, match=r"eval-dual-seed0 reads .*seed0/cnn_rotation/best.pt.*"
+                                         r"add train-cnn_rotation-seed0 to --only"):
+        study.select(steps, "^(train-tcn_rotation|eval-dual-seed)", [0])
+    # A part's checkpoint (path:layer) is a dependency too.
+    with pytest.raises(SystemExit, match="dual_crossmodal/best.pt"):
+        study.select(steps, "^eval-dual_crossmodal-", [0])
+    for exp in ("cnn_rotation", "tcn_rotation"):  # trained earlier: the evaluation alone is fine
+        (tmp_path / "runs" / "seed0" / exp).mkdir(parents=True)
+        (tmp_path / "runs" / "seed0" / exp / "best.pt").write_bytes(b"")
+    assert [st.key for st in study.select(steps, "^eval-dual-seed", [0])] == ["prepare", "eval-dual-seed0"]
+    with pytest.raises(SystemExit, match="no step matches"):
+        study.select(steps, "no-such-step")
+
+
+def test_a_partial_check_compares_the_rows_and_seeds_it_has():
+    old = {"a": {"mAP": [[0, 0.30], [1, 0.50]]}, "b": {"mAP": [[0, 0.50]]}}
+    new = {"a": {"mAP": [[0, 0.305]]}}  # seed 0 only: compared with old seed 0 (0.30), not the mean (0.40)
+    assert study.compare(new, old, partial=True) == []
+    # Whole: a is within its spread over both seeds (9.5 < 3 x 14.14 points), b is missing.
+    assert study.compare(new, old) == ["b mAP: missing in the new results"]
+    assert study.compare({"a": {"mAP": [[0, 0.32]]}}, old, partial=True) == ["a mAP: 30.00 -> 32.00 (tolerance 1.00)"]
