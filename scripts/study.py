@@ -1,6 +1,6 @@
 """The reproduction study (issue 8): pretrain, evaluate and tabulate on real Quick, Draw! sketches.
 
-    python scripts/study.py                        # the whole CPU study, ~5 h on 2 cores
+    python scripts/study.py                        # the whole CPU study, ~3 h on 2 cores
     python scripts/study.py --dry-run              # print every command, run nothing
     python scripts/study.py --scale full --dry-run # the same study at the paper's scale (GPU)
     python scripts/study.py --table-only           # rebuild the table from finished runs
@@ -672,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quickdraw", default="../shared/quickdraw", help="folder of Quick, Draw! files")
     p.add_argument("--work", default="study", help="where the store, runs, results and logs go")
     p.add_argument("--scale", choices=tuple(SCALES), default="cpu",
-                   help="cpu: the committed study (reduced sizes; about 5 h on 2 cores with every row and seed, see --only / --seeds); full: the paper's "
+                   help="cpu: the committed study (reduced sizes; about 3 h on 2 cores with every row and seed, see --only / --seeds); full: the paper's "
                    "scale on the full download (one GPU; see --dry-run); smoke: a 2-minute plumbing check "
                    "whose numbers mean nothing")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
