@@ -332,3 +332,25 @@ def test_a_partial_check_compares_the_rows_and_seeds_it_has():
     # Whole: a is within its spread over both seeds (9.5 < 3 x 14.14 points), b is missing.
     assert study.compare(new, old) == ["b mAP: missing in the new results"]
     assert study.compare({"a": {"mAP": [[0, 0.32]]}}, old, partial=True) == ["a mAP: 30.00 -> 32.00 (tolerance 1.00)"]
+
+
+def test_a_partial_table_leaves_the_document_and_the_full_results_alone(tmp_path, monkeypatch, capsys):
+    doc, committed = tmp_path / "REPRODUCTION.md", tmp_path / "results.json"
+    doc.write_text("<!-- study-table:begin -->\nold\n<!-- study-table:end -->\n")
+    committed.write_text('{"rows": {}}\n')
+    monkeypatch.setattr(study, "DOC", doc)
+    monkeypatch.setattr(study, "COMMITTED", committed)
+    monkeypatch.setattr(study, "ROOT", tmp_path)
+    work = tmp_path / "work"
+    for exp in ("cnn_rotation", "tcn_rotation"):
+        (work / "runs" / "seed0" / exp).mkdir(parents=True)
+        (work / "runs" / "seed0" / exp / "best.pt").write_bytes(b"")
+    (work / "results").mkdir()
+    _write_eval(work / "results" / "eval-dual-seed0.json", [(0.075, 0.07, 0.22), (0.055, 0.05, 0.15)])
+    assert study.main(["--work", str(work), "--table-only", "--seeds", "0", "--only", "^eval-dual-seed"]) == 0
+    out = capsys.readouterr().out
+    assert "| `fuse_dual` |" in out and "| 7.50 |" in out and "a partial study (2 steps)" in out
+    rows = json.loads((work / "results-partial.json").read_text())["rows"]
+    assert sorted(rows) == ["fuse_dual", "random_fuse_dual"] and rows["fuse_dual"]["mAP"] == [[0, 0.075]]
+    assert not (work / "results.json").exists()
+    assert "old" in doc.read_text() and committed.read_text() == '{"rows": {}}\n'
