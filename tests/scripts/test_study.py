@@ -73,10 +73,12 @@ def test_every_planned_command_is_a_valid_project_command(tmp_path, scale):
 def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
     steps = study.plan(tmp_path, "cpu", "q")
     cnn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_cnn.py" and s.argv[2] in study.CNN_RUNS]
-    tcn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_tcn.py" and s.argv[2] in study.TCN_RUNS]
+    control = [s for s in steps if s.kind == "train" and study.SGD_CONTROL in s.key]
+    tcn = [s for s in steps if s.kind == "train" and s.argv[0] == "train_tcn.py" and s.argv[2] in study.TCN_RUNS
+           and s not in control]
     generic = [s for s in steps if s.kind == "train" and s.argv[2] in study.CNN_GENERIC_RUNS + study.TCN_GENERIC_RUNS]
     dual = [s for s in steps if s.kind == "train" and s.argv[0] == "train_dual.py" and s.argv[2] in study.DUAL_RUNS]
-    assert len(cnn) + len(tcn) + len(generic) + len(dual) == sum(s.kind == "train" for s in steps)
+    assert len(cnn) + len(tcn) + len(generic) + len(dual) + len(control) == sum(s.kind == "train" for s in steps)
     assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS)
     assert len(cnn) == (len(study.CNN_RUNS) - 1) * 3 + 1  # three seeds per CNN run, one for the ResNet
     assert len(tcn) == len(study.TCN_RUNS) * 3  # three seeds per TCN run
@@ -144,13 +146,34 @@ def test_crossmodal_runs_get_the_cnn_overrides_store_seeds_and_evaluation(tmp_pa
             assert tail(argv) == tail(paper_eval.argv)  # the same probe recipe
 
 
+def test_the_sgd_control_trains_tcn_rotation_as_the_paired_runs_train_their_tcn(tmp_path):
+    steps = study.plan(tmp_path, "cpu", "q")
+    s = study.SCALES["cpu"]
+    control = [st for st in steps if st.key.startswith(f"train-{study.SGD_CONTROL}-")]
+    assert [st.key for st in control] == [f"train-{study.SGD_CONTROL}-seed{n}" for n in s["dual_seeds"]]
+    for st in control:
+        seed = study.seed_of(st)
+        paired = load_config("dual_crossmodal", overrides_from_args(
+            train_parser("dual").parse_args(next(p for p in steps if p.key == f"train-dual_crossmodal-seed{seed}").argv[1:])))
+        cfg = load_config("tcn_rotation", overrides_from_args(train_parser("tcn").parse_args(st.argv[1:])))
+        assert st.argv[:3] == ["train_tcn.py", "--exp", "tcn_rotation"] and cfg.train.seed == seed
+        assert cfg.optim == paired.optim  # SGD Nesterov 0.9, wd 5e-4, the CNN's shortened schedule
+        assert (cfg.train.epochs, cfg.train.batch_size) == (paired.train.epochs, paired.train.batch_size) == (4, 64)
+        # Its own run folder: never the study's tcn_rotation run of the same seed.
+        alone = next(p for p in steps if p.key == f"train-tcn_rotation-seed{seed}")
+        assert st.run_dir != alone.run_dir and st.run_dir == Path(cfg.train.out) / "tcn_rotation"
+        ev = next(p for p in steps if p.key == f"eval-{study.SGD_CONTROL}-seed{seed}")
+        assert ev.rows == [study.SGD_CONTROL] and ev.argv[ev.argv.index("--ckpt") + 1] == str(st.run_dir / "best.pt")
+
+
 def test_crossmodal_claims_compare_with_the_paper_and_generic_dual_branches():
     res = _res(fuse_dual=[0.30, 0.31, 0.32], fuse_dual_simclr=[0.20, 0.20, 0.20], fuse_dual_byol=[0.25, 0.25, 0.25],
                fuse_dual_autoencoder=[0.10, 0.10, 0.10],
                fuse_dual_crossmodal=[0.40, 0.41, 0.42],  # beats both by more than the spread
                fuse_dual_crossmodal_rotation=[0.30, 0.305, 0.31],  # 30.5 vs 31: does not hold
                dual_crossmodal_raster=[0.05, 0.05, 0.05], cnn_rotation=[0.06, 0.06, 0.06],
-               dual_crossmodal_stroke=[0.05, 0.05, 0.05], tcn_rotation=[0.04, 0.04, 0.04])
+               dual_crossmodal_stroke=[0.05, 0.05, 0.05], tcn_rotation=[0.04, 0.04, 0.04],
+               tcn_rotation_sgd=[0.05, 0.051, 0.052])  # 5.0 vs 5.1: does not hold
     got = {c: v for c, _, v in study.crossmodal_claims(res)}
     assert got == {
         "pretraining together (fuse_dual_crossmodal) beats fusing separately trained branches "
@@ -158,6 +181,8 @@ def test_crossmodal_claims_compare_with_the_paper_and_generic_dual_branches():
         "fuse_dual_crossmodal beats the best generic dual branch (fuse_dual_byol)": "holds",
         "dual_crossmodal_raster beats the same encoder trained alone (cnn_rotation)": "does not hold",
         "dual_crossmodal_stroke beats the same encoder trained alone (tcn_rotation)": "holds",
+        "dual_crossmodal_stroke beats the same encoder trained alone with the same optimiser (tcn_rotation_sgd)":
+            "does not hold",
         "pretraining together (fuse_dual_crossmodal_rotation) beats fusing separately trained branches "
         "(fuse_dual, the paper's dual branch)": "does not hold",
         "fuse_dual_crossmodal_rotation beats the best generic dual branch (fuse_dual_byol)": "holds",
