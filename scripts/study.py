@@ -168,6 +168,9 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
     def ckpt(exp: str, seed: int) -> str:
         return str(run(exp, seed) / "best.pt")
 
+    def control(seed: int) -> Path:  # the SGD control's run folder, beside the seed's runs
+        return runs / f"seed{seed}" / "sgd_control" / "tcn_rotation"
+
     def epochs_of(args: list[str], default: int) -> int:
         return int(args[args.index("--epochs") + 1]) if "--epochs" in args else default
 
@@ -203,10 +206,9 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
                               run_dir=run(exp, seed), epochs=epochs_of(s["dual"], 10)))
         steps.append(Step(f"train-{SGD_CONTROL}-seed{seed}", "train",
                           ["train_tcn.py", "--exp", "tcn_rotation", "--data", store, "--out",
-                           str(runs / f"seed{seed}" / "sgd_control"), "--seed", str(seed), *s["dual"],
-                           *SGD_CONTROL_SET, *s["train_extra"]],
-                          run_dir=runs / f"seed{seed}" / "sgd_control" / "tcn_rotation",
-                          epochs=epochs_of(s["dual"], 10)))
+                           str(control(seed).parent), "--seed", str(seed), *s["dual"], *SGD_CONTROL_SET,
+                           *s["train_extra"]],
+                          run_dir=control(seed), epochs=epochs_of(s["dual"], 10)))
 
     def ev(key: str, rows: list[str], args: list[str], pictures: bool = False) -> Step:
         argv = ["eval_retrieval.py", *args, *s["probe"], "--json", str(results / f"{key}.json"), "--no-progress"]
@@ -258,7 +260,7 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
                             ["--ckpt", ckpt(exp, seed), "--layer", f"raster.{DUAL_LAYERS['raster']}",
                              "--baseline", t, "--fuse", r, t]))
         steps.append(ev(f"eval-{SGD_CONTROL}-seed{seed}", [SGD_CONTROL],
-                        ["--ckpt", str(runs / f"seed{seed}" / "sgd_control" / "tcn_rotation" / "best.pt")]))
+                        ["--ckpt", str(control(seed) / "best.pt")]))
     return seed_major(steps)
 
 
@@ -297,8 +299,8 @@ def select(steps: list[Step], only: str | None = None, seeds: list[int] | None =
                 need = trained.get(ck, "the run that writes it")
                 raise SystemExit(f"[study] {st.key} reads {ck}, which is neither trained yet nor selected: "
                                  f"add {need} to --only (or drop {st.key})")
-    if len(chosen) == 1 and steps and len(steps) > 1:
-        raise SystemExit(f"[study] --only {only!r} --seeds {seeds}: no step matches (keys: --dry-run lists them)")
+    if all(st.kind == "prepare" for st in chosen) and len(steps) > len(chosen):
+        raise SystemExit(f"[study] --only {only!r}, --seeds {seeds}: no step matches (--dry-run lists the keys)")
     return chosen
 
 
@@ -690,7 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quickdraw", default="../shared/quickdraw", help="folder of Quick, Draw! files")
     p.add_argument("--work", default="study", help="where the store, runs, results and logs go")
     p.add_argument("--scale", choices=tuple(SCALES), default="cpu",
-                   help="cpu: the committed study (reduced sizes; about 3 h on 2 cores with every row and seed, see --only / --seeds); full: the paper's "
+                   help="cpu: the committed study (reduced sizes; about 3 h on 2 cores with every row and seed, "
+                   "see --only / --seeds); full: the paper's "
                    "scale on the full download (one GPU; see --dry-run); smoke: a 2-minute plumbing check "
                    "whose numbers mean nothing")
     p.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
@@ -729,8 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         execute(steps, work, timings)
         print(f"[study] all steps done in {(time.time() - t0) / 60:.1f} min", flush=True)
     res = collect(steps)
-    (work / ("results-partial.json" if partial else "results.json")).write_text(json.dumps({"scale": args.scale, "rows": res, "timings": timings},
-                                                  indent=1) + "\n")
+    out = work / ("results-partial.json" if partial else "results.json")
+    out.write_text(json.dumps({"scale": args.scale, "rows": res, "timings": timings}, indent=1) + "\n")
     table = table_markdown(res, steps, timings, args.scale, partial)
     print(table)
     if args.check:
@@ -743,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[study]   {b}")
         return 1 if bad else 0
     if partial:
-        print(f"[study] a partial study ({len(steps)} steps): {work / 'results-partial.json'} written, "
+        print(f"[study] a partial study ({len(steps)} steps): {out} written, "
               f"{DOC.relative_to(ROOT)} left as it is")
         return 0
     if not args.no_doc and args.scale == "cpu":
