@@ -65,9 +65,13 @@ def test_every_planned_command_is_a_valid_project_command(tmp_path, scale):
     # evaluation came after the trainings it reads (checked above, in this order).
     seeds = [study.seed_of(s) for s in steps]
     assert seeds[0] == -1 and seeds == sorted(seeds)
-    # Every row of the table is produced by some evaluation.
+    # Every row of the table is produced by some evaluation, but the rows of an architecture
+    # the scale leaves out (no seeds), which none produces.
     produced = {r for s in steps for r in s.rows}
-    assert {rid for rid, _, _ in study.TABLE} <= produced
+    s = study.SCALES[scale]
+    left_out = ({"cnn_rotation_resnet", "random_resnet"} if not s["resnet_seeds"] else set()) | (
+        {"tcn_rotation_dilated", "random_tcn_dilated"} if not s["dilated_seeds"] else set())
+    assert {rid for rid, _, _ in study.TABLE} - left_out <= produced and not left_out & produced
 
 
 def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
@@ -79,9 +83,16 @@ def test_cpu_scale_is_the_paper_experiments_with_stated_reductions(tmp_path):
     generic = [s for s in steps if s.kind == "train" and s.argv[2] in study.CNN_GENERIC_RUNS + study.TCN_GENERIC_RUNS]
     dual = [s for s in steps if s.kind == "train" and s.argv[0] == "train_dual.py" and s.argv[2] in study.DUAL_RUNS]
     assert len(cnn) + len(tcn) + len(generic) + len(dual) + len(control) == sum(s.kind == "train" for s in steps)
-    assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS)
-    assert len(cnn) == (len(study.CNN_RUNS) - 1) * 3 + 1  # three seeds per CNN run, one for the ResNet
-    assert len(tcn) == len(study.TCN_RUNS) * 3  # three seeds per TCN run
+    # Reduced to fit about 2.5 hours (issue 17): no ResNet-18 and no dilated TCN at this
+    # scale (both are in the full one), one seed for the generic CNN baselines; three seeds
+    # for everything else.
+    assert {s.argv[2] for s in cnn} == set(study.CNN_RUNS) - {study.RESNET_RUN}
+    assert {s.argv[2] for s in tcn} == set(study.TCN_RUNS) - {study.DILATED_RUN}
+    assert len(cnn) == (len(study.CNN_RUNS) - 1) * 3 and len(tcn) == (len(study.TCN_RUNS) - 1) * 3
+    assert len(generic) == len(study.CNN_GENERIC_RUNS) * 1 + len(study.TCN_GENERIC_RUNS) * 3
+    assert len(dual) == len(study.DUAL_RUNS) * 3 and len(control) == 3
+    full = study.plan(tmp_path, "full", "q")
+    assert {study.RESNET_RUN, study.DILATED_RUN} <= {s.argv[2] for s in full if s.kind == "train"}
     # A fused row pairs the CNN and TCN runs of the same seed.
     for step in (s for s in steps if s.key.startswith("eval-dual-seed")):
         seed = step.key.rsplit("seed", 1)[1]
