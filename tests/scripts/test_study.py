@@ -387,7 +387,9 @@ def test_a_partial_table_leaves_the_document_and_the_full_results_alone(tmp_path
     out = capsys.readouterr().out
     assert "| `fuse_dual` |" in out and "| 7.50 |" in out and "a partial study (2 steps)" in out
     assert "over the seeds a row has: the seeds its column gives (a partial study)" in out
-    assert "TCN runs seeds 0, 1, 2" in study.table_markdown({}, [], {}, "cpu")  # the whole study's note
+    note = study.table_markdown({}, [], {}, "cpu")  # the whole study's note names what it left out
+    assert "TCN runs seeds 0, 1, 2" in note and "generic baselines seed 0 (CNN)" in note
+    assert "ResNet-18 runs none (left out at this scale), dilated TCN runs none (left out at this scale)" in note
     rows = json.loads((work / "results-partial.json").read_text())["rows"]
     assert sorted(rows) == ["fuse_dual", "random_fuse_dual"] and rows["fuse_dual"]["mAP"] == [[0, 0.075]]
     assert not (work / "results.json").exists()
