@@ -1,6 +1,6 @@
 """The reproduction study (issue 8): pretrain, evaluate and tabulate on real Quick, Draw! sketches.
 
-    python scripts/study.py                        # the whole CPU study, ~2 h 15 min on 2 cores
+    python scripts/study.py                        # the whole CPU study, ~2 h on 2 cores (123 min measured)
     python scripts/study.py --dry-run              # print every command, run nothing
     python scripts/study.py --scale full --dry-run # the same study at the paper's scale (GPU)
     python scripts/study.py --table-only           # rebuild the table from finished runs
@@ -55,7 +55,7 @@ COMMITTED = ROOT / "docs" / "reproduction" / "results.json"
 
 # ----------------------------------------------------------------------------- the study
 SCALES = {
-    # What runs on 2 CPU cores in about 2 h 15 min (issue 17 asks for under about 2.5 h).
+    # What runs on 2 CPU cores in about 2 h, 123 min measured (issue 17 asks for under about 2.5 h).
     # Pretraining sketches are few (about 3,300), so batches are small enough to give each
     # epoch ~50 steps. Reduced to fit (measured costs: docs/REPRODUCTION.md, "What it
     # costs"): no ResNet-18 and no dilated TCN rows (27 min; the ResNet learns nothing at this
@@ -706,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quickdraw", default="../shared/quickdraw", help="folder of Quick, Draw! files")
     p.add_argument("--work", default="study", help="where the store, runs, results and logs go")
     p.add_argument("--scale", choices=tuple(SCALES), default="cpu",
-                   help="cpu: the committed study (reduced sizes; about 2 h 15 min on 2 cores with every row and seed, "
+                   help="cpu: the committed study (reduced sizes; about 2 h on 2 cores with every row and seed, "
                    "see --only / --seeds); full: the paper's "
                    "scale on the full download (one GPU; see --dry-run); smoke: a 2-minute plumbing check "
                    "whose numbers mean nothing")
