@@ -57,11 +57,11 @@ COMMITTED = ROOT / "docs" / "reproduction" / "results.json"
 SCALES = {
     # What runs on 2 CPU cores in about 2 h, 123 min measured (issue 17 asks for under about 2.5 h).
     # Pretraining sketches are few (about 3,300), so batches are small enough to give each
-    # epoch ~50 steps. Reduced to fit (measured costs: docs/REPRODUCTION.md, "What it
-    # costs"): no ResNet-18 and no dilated TCN rows (27 min; the ResNet learns nothing at this
-    # scale, and both are in the full scale), and one seed for the generic CNN baselines
-    # (31 min saved; their gaps to rotation are 5+ seed spreads, measured over 3 seeds in
-    # docs/reproduction/generic_seeds_1_2.json).
+    # epoch ~50 steps. Reduced to fit (measured costs: docs/REPRODUCTION.md, the table's
+    # wall-clock column and "The first run"): no ResNet-18 and no dilated TCN rows (27 min;
+    # the ResNet learns nothing at this scale, and both are in the full scale), and one seed
+    # for the generic CNN baselines (31 min saved; their gaps to rotation are 5+ seed
+    # spreads, measured over 3 seeds in docs/reproduction/generic_seeds_1_2.json).
     "cpu": {
         "per_class": "train=40,val=1,query=3,gallery=7",
         "fill": "in-order",
@@ -76,7 +76,7 @@ SCALES = {
         "resnet_seeds": [],  # 12 min a run here, and it learns nothing at this scale (see the doc)
         "dilated_seeds": [],  # 4-5 min a seed with its evaluation
         # The generic baselines (issue 17) with the same overrides, data and evaluation as the
-        # paper's tasks of their branch. GENERIC_SEEDS_CPU_NOTE (below) gives the measured cost.
+        # paper's tasks of their branch. docs/REPRODUCTION.md gives the measured cost.
         "generic_cnn_seeds": [0],  # 16 min a seed with its evaluations
         "generic_tcn_seeds": [0, 1, 2],
         # Cross-modal runs (issue 18: CNN + TCN trained together on paired sketches): the CNN's
@@ -128,8 +128,10 @@ SCALES = {
 
 CNN_RUNS = ("cnn_rotation", "cnn_deform", "cnn_rotation_resnet", "cnn_supervised")
 TCN_RUNS = ("tcn_rotation", "tcn_deform", "tcn_rotation_dilated", "tcn_supervised")
-RESNET_RUN = "cnn_rotation_resnet"  # trained for SCALES[...]["resnet_seeds"] only
-DILATED_RUN = "tcn_rotation_dilated"  # trained for SCALES[...]["dilated_seeds"] only
+RESNET_RUN = "cnn_rotation_resnet"
+DILATED_RUN = "tcn_rotation_dilated"
+# Runs trained and evaluated for their own seed list (SCALES[...][key]), not their branch's.
+OWN_SEEDS = {RESNET_RUN: "resnet_seeds", DILATED_RUN: "dilated_seeds"}
 # The generic self-supervised baselines, each on both branches (config/{cnn,tcn}_<method>.py).
 GENERIC = ("simclr", "byol", "autoencoder")
 CNN_GENERIC_RUNS = tuple(f"cnn_{m}" for m in GENERIC)
@@ -180,12 +182,15 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
     def control(seed: int) -> Path:  # the SGD control's run folder, beside the seed's runs
         return runs / f"seed{seed}" / "sgd_control" / "tcn_rotation"
 
+    def planned(exp: str, seed: int) -> bool:  # a run with a seed list of its own has this seed
+        return exp not in OWN_SEEDS or seed in s[OWN_SEEDS[exp]]
+
     def epochs_of(args: list[str], default: int) -> int:
         return int(args[args.index("--epochs") + 1]) if "--epochs" in args else default
 
     for seed in s["cnn_seeds"]:
         for exp in CNN_RUNS:
-            if exp == RESNET_RUN and seed not in s["resnet_seeds"]:
+            if not planned(exp, seed):
                 continue
             steps.append(Step(f"train-{exp}-seed{seed}", "train",
                               ["train_cnn.py", "--exp", exp, "--data", store, "--out", str(runs / f"seed{seed}"),
@@ -193,7 +198,7 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
                               run_dir=run(exp, seed), epochs=epochs_of(s["cnn"], 10)))
     for seed in s["tcn_seeds"]:
         for exp in TCN_RUNS:
-            if exp == DILATED_RUN and seed not in s["dilated_seeds"]:
+            if not planned(exp, seed):
                 continue
             steps.append(Step(f"train-{exp}-seed{seed}", "train",
                               ["train_tcn.py", "--exp", exp, "--data", store, "--out", str(runs / f"seed{seed}"),
@@ -242,7 +247,7 @@ def plan(work: Path, scale: str, quickdraw: str) -> list[Step]:
         steps.append(ev(f"eval-tcn-seed{seed}", ["tcn_rotation", "random_tcn", "tcn_deform", "tcn_supervised"],
                         ["--ckpt", ckpt("tcn_rotation", seed), "--random-baseline", "--seed", sd,
                          "--baseline", ckpt("tcn_deform", seed), "--baseline", ckpt("tcn_supervised", seed)]))
-        if seed in s["dilated_seeds"]:
+        if planned(DILATED_RUN, seed):
             steps.append(ev(f"eval-dilated-seed{seed}", [DILATED_RUN, "random_tcn_dilated"],
                             ["--ckpt", ckpt(DILATED_RUN, seed), "--random-baseline", "--seed", sd]))
         # The dual branch and its random-init counterpart (random CNN and TCN, both seed s).
@@ -620,7 +625,8 @@ def table_markdown(res: dict, steps: list[Step], timings: dict, scale: str, part
 
     seeds = ("the seeds its column gives (a partial study)" if partial else
              f"TCN runs {listed(s['tcn_seeds'])}, AlexNet-BN runs {listed(s['cnn_seeds'])}, ResNet-18 runs "
-             f"{listed(s['resnet_seeds'])}, dilated TCN runs {listed(s['dilated_seeds'])}, generic baselines {listed(s['generic_cnn_seeds'])} (CNN) and "
+             f"{listed(s['resnet_seeds'])}, dilated TCN runs {listed(s['dilated_seeds'])}, generic baselines "
+             f"{listed(s['generic_cnn_seeds'])} (CNN) and "
              f"{listed(s['generic_tcn_seeds'])} (TCN), cross-modal (CNN + TCN together) runs "
              f"{listed(s['dual_seeds'])}")
     lines += ["", f"Mean ± sample standard deviation over the seeds a row has: {seeds}; a fused row pairs "
