@@ -19,7 +19,10 @@ checkpoint see; evaluation reads the encoder alone.
 Tensor conventions:
 
 - raster batch: float (B, C, H, W), values in [0, 1], ink bright (1) on background 0,
-  image y pointing down.
+  image y pointing down. Algorithms whose :attr:`Algorithm.takes_ink_levels` is true
+  (rotation, deformation) also take uint8 ink levels 0..255, the renderer's own pixels, and
+  make from them exactly the float views of ``level / 255`` (:func:`ink_to_float`): the
+  loader then moves a quarter of the bytes.
 - stroke batch: float (B, L, 4), rows [x, y, p1, p2], x and y normalised to [0, 1]
   (y down), p1/p2 one-hot pen state; padding rows are all zero; a row is valid when
   p1 + p2 > 0.
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, ClassVar, Mapping
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -53,8 +57,9 @@ def numpy_dtype(dtype: torch.dtype) -> np.dtype | None:
         return None
 
 
-def new_views_like(x: Tensor, count: int) -> Tensor:
-    """Uninitialised contiguous (count, *x.shape[1:]) tensor of x's dtype and device.
+def new_views_like(x: Tensor, count: int, dtype: torch.dtype | None = None) -> Tensor:
+    """Uninitialised contiguous (count, *x.shape[1:]) tensor of x's device and dtype (or
+    ``dtype`` when given).
 
     On the CPU the block comes from NumPy (shared with the returned tensor, no copy):
     NumPy asks Linux for transparent huge pages on large blocks, while torch's CPU
@@ -64,10 +69,65 @@ def new_views_like(x: Tensor, count: int) -> Tensor:
     Other devices and dtypes NumPy lacks (bfloat16) use ``torch.empty``.
     """
     shape = (count, *x.shape[1:])
-    np_dtype = numpy_dtype(x.dtype) if x.device.type == "cpu" else None
+    dtype = x.dtype if dtype is None else dtype
+    np_dtype = numpy_dtype(dtype) if x.device.type == "cpu" else None
     if np_dtype is not None:
         return torch.from_numpy(np.empty(shape, dtype=np_dtype))
-    return torch.empty(shape, dtype=x.dtype, device=x.device)
+    return torch.empty(shape, dtype=dtype, device=x.device)
+
+
+#: Ink levels of a uint8 raster: level L is the float32 value ``L / 255``.
+INK_SCALE: int = 255
+
+
+@lru_cache(maxsize=8)
+def _ink_table(device: torch.device) -> Tensor:
+    return torch.from_numpy(np.arange(INK_SCALE + 1, dtype=np.float32) / np.float32(INK_SCALE)).to(device)
+
+
+def ink_to_float(x: Tensor, out: Tensor | None = None) -> Tensor:
+    """uint8 ink levels -> float32 ``level / 255``, each value the correctly rounded
+    float32 quotient (the renderer's ``levels / 255``, bit for bit).
+
+    On the CPU one OpenCV ``divide`` into float32 (one pass, about the speed of a copy; a
+    cast then an in-place division, two passes, for a non-contiguous x); on other devices a
+    lookup in a 256-entry table (a device's division by a scalar may multiply by the
+    reciprocal instead, which differs in the last bit for 126 of the 256 levels). Both are
+    tested against the exact quotients of all 256 levels.
+
+    Args:
+        x: (N, ...) uint8 tensor.
+        out: optional contiguous float32 tensor of x's shape and device to write into.
+
+    Returns:
+        float32 tensor of x's shape: ``out`` when given, otherwise a new contiguous one.
+    """
+    if x.dtype != torch.uint8:
+        raise TypeError(f"ink levels must be uint8, got {x.dtype}")
+    if x.dim() == 0:
+        raise ValueError("ink levels need at least one dimension")
+    if out is None:
+        out = new_views_like(x, x.shape[0], dtype=torch.float32)
+    elif out.shape != x.shape or out.dtype != torch.float32 or out.device != x.device or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 {tuple(x.shape)} tensor on {x.device}, "
+                         f"got {out.dtype} {tuple(out.shape)} on {out.device}")
+    if x.device.type == "cpu":
+        src, dst = x.numpy(), out.numpy()
+        if src.flags.c_contiguous and src.size:
+            # As rows of the last dimension: one OpenCV call for the whole batch.
+            rows, into = src.reshape(-1, src.shape[-1]), dst.reshape(-1, src.shape[-1])
+            cv2.divide(rows, float(INK_SCALE), dst=into, dtype=cv2.CV_32F)
+        else:
+            np.copyto(dst, src)
+            np.divide(dst, np.float32(INK_SCALE), out=dst)
+        return out
+    return _ink_by_table(x, out)
+
+
+def _ink_by_table(x: Tensor, out: Tensor) -> Tensor:
+    """:func:`ink_to_float`'s lookup (the path of devices other than the CPU)."""
+    torch.index_select(_ink_table(x.device), 0, x.reshape(-1).long(), out=out.view(-1))
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -253,6 +313,13 @@ class Algorithm:
         return cls(modality, **params)
 
     # -------------------------------------------------------------------- interface
+    @property
+    def takes_ink_levels(self) -> bool:
+        """Whether :meth:`prepare` also takes a raster batch of uint8 ink levels (module
+        docstring) and makes from it exactly the views of the float batch ``level / 255``.
+        The trainer then has the loader send uint8 (``train.uint8_rasters``). Default: no."""
+        return False
+
     def num_outputs(self, num_classes: int) -> int:
         """Width of the encoder's classification head."""
         raise NotImplementedError

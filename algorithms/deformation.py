@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import PretextAlgorithm, new_views_like, view_targets
+from .base import PretextAlgorithm, ink_to_float, new_views_like, view_targets
 from .strokes import (
     check_strokes,
     normalize_planar,
@@ -545,11 +545,17 @@ class DeformationAlgorithm(PretextAlgorithm):
             )
         self.deformation: DeformationModule = applied
 
+    @property
+    def takes_ink_levels(self) -> bool:
+        """Rasters: yes (converted once, then deformed as floats)."""
+        return self.modality == "raster"
+
     def views(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Build (undeformed, deformed) copies.
 
         Args:
-            x: (B, C, H, W) raster batch or (B, L, 4) stroke batch.
+            x: (B, C, H, W) raster batch (float, or uint8 ink levels: the views are then
+                those of ``ink_to_float(x)``, float32) or (B, L, 4) stroke batch.
             y: class labels (B,), unused.
 
         Returns:
@@ -559,6 +565,11 @@ class DeformationAlgorithm(PretextAlgorithm):
         self.check_input(x)
         if self.modality == "stroke":
             inputs = deformation_views_strokes(x, self.deformation)
+        elif x.dtype == torch.uint8:
+            batch = x.shape[0]
+            inputs = new_views_like(x, 2 * batch, dtype=torch.float32)
+            undeformed = ink_to_float(x, out=inputs[:batch])
+            deform_raster(undeformed, self.deformation, out=inputs[batch:])
         elif not (torch.is_grad_enabled() and x.requires_grad):
             batch = x.shape[0]
             inputs = new_views_like(x, 2 * batch)  # both views written in place, no cat

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import Algorithm
+from .base import Algorithm, ink_to_float
 from .deformation import deform_raster_reference
 from .warps import AxisWarp
 
@@ -59,8 +59,11 @@ def _warp_one(seq: np.ndarray, x_warp: AxisWarp, y_warp: AxisWarp) -> np.ndarray
 
 
 def reference_views(algorithm: Algorithm, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-    """Same contract as ``algorithm.views(x, y)``, computed one sample at a time."""
+    """Same contract as ``algorithm.views(x, y)``, computed one sample at a time (a uint8
+    raster batch of ink levels is turned into floats first, ``level / 255``)."""
     algorithm.check_input(x)
+    if x.dtype == torch.uint8:
+        x = ink_to_float(x)
     name, raster = algorithm.name, algorithm.modality == "raster"
     batch = x.detach().cpu().numpy()
     if name == "supervised":

@@ -12,11 +12,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, ClassVar
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from .base import PretextAlgorithm, new_views_like, numpy_dtype, view_targets
+from .base import PretextAlgorithm, ink_to_float, new_views_like, numpy_dtype, view_targets
 from .strokes import constants, valid_rows, valid_weights, with_coordinates, write_coordinates
 
 NUM_ROTATIONS: int = 4
@@ -42,12 +43,19 @@ def rotation_views_raster(x: Tensor) -> Tensor:
     strided copy (NumPy has negative strides; in torch a flip is a copy of its own);
     on other devices torch ops; when x needs a gradient, the plain cat.
 
+    A uint8 batch is ink levels (:mod:`algorithms.base`): the turns are made on the levels
+    (OpenCV's ``rotate`` on the CPU, a quarter of the bytes to move) and the four views then
+    turned into float32 in one pass, :func:`~algorithms.base.ink_to_float`: the same views
+    as from ``ink_to_float(x)``, bit for bit, in float32.
+
     Args:
         x: (B, ..., S, S) square rasters.
 
     Returns:
-        (4B, ..., S, S) contiguous tensor, views grouped by turn.
+        (4B, ..., S, S) contiguous tensor, views grouped by turn (float32 for uint8 x).
     """
+    if x.dtype == torch.uint8:
+        return ink_to_float(_level_views(x))
     if torch.is_grad_enabled() and x.requires_grad:
         return torch.cat([rotate_raster(x, k) for k in range(NUM_ROTATIONS)], dim=0)
     b = x.shape[0]
@@ -59,6 +67,37 @@ def rotation_views_raster(x: Tensor) -> Tensor:
         return out
     for k in range(NUM_ROTATIONS):
         out[k * b : (k + 1) * b].copy_(rotate_raster(x, k))
+    return out
+
+
+#: OpenCV's code for k counter-clockwise quarter turns (k = 1, 2, 3), as ``np.rot90`` turns.
+_CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+def _level_views(x: Tensor) -> Tensor:
+    """The four turns of a uint8 batch (B, ..., S, S), grouped by turn, still uint8:
+    OpenCV on the CPU, torch ops on other devices."""
+    return _level_views_cv2(x) if x.device.type == "cpu" else _level_views_torch(x)
+
+
+def _level_views_torch(x: Tensor) -> Tensor:
+    b = x.shape[0]
+    out = torch.empty((NUM_ROTATIONS * b, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    for k in range(NUM_ROTATIONS):
+        out[k * b : (k + 1) * b].copy_(rotate_raster(x, k))
+    return out
+
+
+def _level_views_cv2(x: Tensor) -> Tensor:
+    b = x.shape[0]
+    out = new_views_like(x, NUM_ROTATIONS * b)
+    side = x.shape[-1]
+    src = x.numpy().reshape(-1, side, side)
+    dst = out.numpy().reshape(NUM_ROTATIONS, -1, side, side)
+    np.copyto(dst[0], src)
+    for k, code in _CV2_TURNS.items():
+        for image, turned in zip(src, dst[k]):
+            cv2.rotate(image, code, dst=turned)
     return out
 
 
@@ -141,11 +180,17 @@ class RotationAlgorithm(PretextAlgorithm):
     def __init__(self, modality: str) -> None:
         super().__init__(modality)
 
+    @property
+    def takes_ink_levels(self) -> bool:
+        """Rasters: yes (:func:`rotation_views_raster`)."""
+        return self.modality == "raster"
+
     def views(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Build the four rotated copies.
 
         Args:
-            x: (B, C, H, W) raster batch with H == W, or (B, L, 4) stroke batch.
+            x: (B, C, H, W) raster batch with H == W (float, or uint8 ink levels), or
+                (B, L, 4) stroke batch.
             y: class labels (B,), unused.
 
         Returns:

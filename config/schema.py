@@ -120,6 +120,10 @@ class TrainConfig:
     threads: Optional[int] = None
     # Speed switches. None of them changes what is computed beyond float rounding.
     views: str = "batched"  # "batched" tensor ops on the device, or the "per_sample" reference
+    # Rasters cross the loader as uint8 ink levels, turned into float32 inside the batched
+    # views, for the algorithms that take them (rotation, deformation): the same views bit
+    # for bit, a quarter of the bytes to collate, pin and copy to the device.
+    uint8_rasters: bool = True
     amp: str = "none"  # "bf16": bfloat16 autocast on CUDA (ignored on the CPU)
     channels_last: bool = False  # channels-last memory format for raster models on CUDA
     compile: bool = False  # torch.compile the model

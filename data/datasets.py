@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .render import render, render_packed
+from .render import render, render_levels, render_packed
 from .sketch import BOX, Sketch, fit_packed, fit_to_box, pack_sketches
 from .strokes import PackedStrokeTensors, packed_stroke_rows, to_stroke_tensor
 
@@ -95,6 +95,10 @@ class _Rasters:
 
     image_size: int
     line_width: float
+    ink_levels: bool
+    """Rasters as uint8 ink levels (1, S, S), 0..255, instead of float32 ``level / 255``:
+    a quarter of the bytes through the loader, for algorithms that take them
+    (:attr:`algorithms.base.Algorithm.takes_ink_levels`; the trainer sets it)."""
 
     def _set_raster(self, image_size: int, line_width: float) -> None:
         if image_size < 1:
@@ -103,15 +107,20 @@ class _Rasters:
             raise ValueError(f"line_width must be > 0, got {line_width}")
         self.image_size = int(image_size)
         self.line_width = float(line_width)
+        self.ink_levels = False
 
     def _raster(self, strokes: tuple[np.ndarray, ...]) -> torch.Tensor:
-        """float32 (1, S, S) raster of strokes already fitted to the box (the reference)."""
-        img = render(strokes, size=self.image_size, line_width=self.line_width, box=BOX)
-        return torch.from_numpy(img).unsqueeze(0)
+        """float32 (1, S, S) raster (uint8 with :attr:`ink_levels`) of strokes already
+        fitted to the box (the reference)."""
+        draw = render_levels if self.ink_levels else render
+        return torch.from_numpy(draw(strokes, size=self.image_size, line_width=self.line_width, box=BOX)).unsqueeze(0)
 
     def _rasters(self, xy: np.ndarray, stroke_end: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
-        """float32 (B, 1, S, S) rasters of a fitted packed batch: :meth:`_raster` of each, bit for bit."""
+        """float32 (B, 1, S, S) rasters (uint8 with :attr:`ink_levels`) of a fitted packed
+        batch: :meth:`_raster` of each, bit for bit."""
         levels = render_packed(xy, stroke_end, offsets, size=self.image_size, line_width=self.line_width, box=BOX)
+        if self.ink_levels:
+            return torch.from_numpy(levels).unsqueeze(1)
         images = levels.astype(np.float32)
         np.divide(images, np.float32(255.0), out=images)  # render()'s floats, bit for bit
         return torch.from_numpy(images).unsqueeze(1)
@@ -174,11 +183,15 @@ class RasterDataset(_Rasters, _SketchDataset):
         line_width: pen width in 256-box units (see :func:`data.render.render`).
         center: centre the drawing in the box before rendering (see the module
             docstring: top-left alignment leaks the rotation); False keeps it top-left.
+        ink_levels: images as uint8 (1, S, S) ink levels 0..255 instead (the float value
+            is ``level / 255``); also settable later as the attribute.
     """
 
-    def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, center: bool = True) -> None:
+    def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, center: bool = True,
+                 ink_levels: bool = False) -> None:
         super().__init__(source, center)
         self._set_raster(image_size, line_width)
+        self.ink_levels = bool(ink_levels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         strokes, label = self._fitted(i)

@@ -41,7 +41,18 @@ def render(
     line_width: float = 3.0,
     box: float = BOX,
 ) -> np.ndarray:
-    """Draw a sketch into a square grey image.
+    """Draw a sketch into a square grey image: :func:`render_levels` as float32 in [0, 1]
+    (``level / 255``, :data:`INK_LEVELS`). Arguments as in :func:`render_levels`."""
+    return render_levels(strokes, size=size, line_width=line_width, box=box).astype(np.float32) / 255.0
+
+
+def render_levels(
+    strokes: Sketch | StrokesLike,
+    size: int = 224,
+    line_width: float = 3.0,
+    box: float = BOX,
+) -> np.ndarray:
+    """Draw a sketch into a square grey image of uint8 ink levels.
 
     Args:
         strokes: a :class:`~data.sketch.Sketch` or its strokes, each (n_i, 2) ``(x, y)``
@@ -54,9 +65,9 @@ def render(
         box: side of the coordinate box (255 for Quick, Draw!).
 
     Returns:
-        float32 array (S, S), values in [0, 1]: ink 1.0 on background 0.0, anti-aliased
-        (``cv2.LINE_AA``) with sub-pixel vertex precision. A stroke with one point (or
-        with all its points equal) is drawn as a dot.
+        uint8 array (S, S): ink 255 on background 0, anti-aliased (``cv2.LINE_AA``) with
+        sub-pixel vertex precision. A stroke with one point (or with all its points equal)
+        is drawn as a dot.
     """
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
@@ -88,7 +99,7 @@ def render(
         else:
             # A zero-length 1-pixel line draws (almost) nothing: use a filled disc instead.
             cv2.circle(canvas, centre, 1 << (_SHIFT - 1), 255, -1, cv2.LINE_AA, _SHIFT)
-    return canvas.astype(np.float32) / 255.0
+    return canvas
 
 
 def render_packed(
@@ -99,13 +110,13 @@ def render_packed(
     line_width: float = 3.0,
     box: float = BOX,
 ) -> np.ndarray:
-    """:func:`render` for a whole batch of packed sketches (see :mod:`data.sketch`).
+    """:func:`render_levels` for a whole batch of packed sketches (see :mod:`data.sketch`).
 
-    The preparation that :func:`render` does per stroke in Python (fixed-point coordinates,
+    The preparation that :func:`render_levels` does per stroke in Python (fixed-point coordinates,
     which strokes are dots) is done here for the whole batch with array operations; each
-    sketch then costs the same OpenCV calls as in :func:`render` (all its strokes in one
+    sketch then costs the same OpenCV calls as in :func:`render_levels` (all its strokes in one
     ``cv2.polylines`` call, then its dots), drawn straight into the batch. The pixels are
-    those of :func:`render`, bit for bit (tested on the real sample).
+    those of :func:`render_levels`, bit for bit (tested on the real sample).
 
     Args:
         xy: float32 (P, 2) points in the box (already fitted: see :func:`data.sketch.fit_packed`).

@@ -257,6 +257,10 @@ class Trainer:
         for split, dataset in (("train", self.train_set), ("val", self.val_set)):
             if len(dataset) == 0:
                 raise ConfigError(f"experiment '{cfg.name}': split '{split}' is empty")
+            # uint8 rasters to views that take them (train.uint8_rasters): the same views.
+            if (cfg.train.uint8_rasters and cfg.train.views == "batched" and self.algorithm.takes_ink_levels
+                    and hasattr(dataset, "ink_levels")):
+                dataset.ink_levels = True
         self.steps_per_epoch = self._steps_in_epoch()
         self.steps_done = 0  # optimiser steps of the run so far (set per epoch by train_epoch)
 

@@ -153,13 +153,24 @@ def test_stroke_rotation_views_in_one_gather_equal_the_per_turn_cat(dtype):
     assert views[:, 5:].abs().sum() == 0 and views[2::3].abs().sum() == 0  # padding rows, the empty sketch
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.uint8, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int16, torch.bfloat16])
 def test_rotation_views_into_one_tensor_equal_the_cat(dtype):
     x = (grey_rasters(3, 2, 9, 9, seed=3) * 8).to(dtype)
     for source in (x, x.transpose(-1, -2), x[:, :1]):
         views = rotation_views_raster(source)
         assert views.is_contiguous() and views.dtype == dtype
         assert torch.equal(views, torch.cat([rotate_raster(source, k) for k in range(4)]))
+
+
+def test_rotation_views_of_ink_levels_are_the_float_views_bit_for_bit():
+    # uint8 is ink levels: turned with OpenCV, then level / 255 in float32.
+    levels = torch.randint(0, 256, (3, 2, 9, 9), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    for source in (levels, levels.transpose(-1, -2), levels[:, :1]):
+        views = rotation_views_raster(source)
+        floats = source.double().div(255).float()  # correctly rounded: the double is exact enough
+        expected = torch.cat([rotate_raster(floats, k) for k in range(4)])
+        assert views.is_contiguous() and views.dtype == torch.float32
+        assert torch.equal(views.view(torch.int32), expected.view(torch.int32))
 
 
 # ----------------------------------------------------------------- planar stroke paths

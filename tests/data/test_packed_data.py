@@ -148,6 +148,21 @@ def test_datasets_build_batches_equal_to_their_items(sample):
 
 
 @needs_quickdraw
+def test_rasters_as_ink_levels_are_the_float_rasters_levels(sample):
+    source, _ = sample
+    idx = np.random.default_rng(2).permutation(len(source))[:150].tolist()
+    for size in (224, 28):
+        floats = RasterDataset(source, image_size=size)
+        levels = RasterDataset(source, image_size=size, ink_levels=True)
+        batch = levels.__getitems__(idx)
+        for i, (x, y) in zip(idx, batch):
+            ref_x, ref_y = floats[i]
+            assert x.dtype == torch.uint8 and x.shape == (1, size, size) and y == ref_y
+            assert torch.equal(x, levels[i][0])  # the per-sketch path gives levels too
+            assert np.array_equal(bits(INK_LEVELS[x.numpy()]), bits(ref_x)), (size, i)
+
+
+@needs_quickdraw
 def test_loader_batches_with_workers_equal_the_reference(sample):
     source, _ = sample
     order = torch.randperm(len(source), generator=torch.Generator().manual_seed(0))[:96].tolist()
@@ -273,3 +288,41 @@ def test_training_on_batched_loaders_follows_the_reference_loss_curve(tmp_path, 
     for a, b in zip(fast, ref):
         for key in ("train_loss", "val_loss", "train_acc", "val_acc"):
             assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-7), (name, key)
+
+
+@needs_quickdraw
+@pytest.mark.parametrize("name", ["cnn_rotation_demo", "cnn_deform"])
+def test_training_on_uint8_rasters_is_training_on_floats(tmp_path, small_store, name):
+    # The loader sends ink levels and the views turn them into the same floats: the two
+    # runs see the same inputs bit for bit, so every logged number and weight is equal.
+    def run(tag, uint8):
+        cfg = load_config(name, {"data.source": "store", "data.path": str(small_store), "train.batch_size": 4,
+                                 "train.epochs": 1, "train.device": "cpu", "train.workers": 0,
+                                 "data.image_size": 64, "train.uint8_rasters": uint8,
+                                 "train.out": str(tmp_path / tag)})
+        trainer = Trainer(cfg, progress=False)
+        assert trainer.train_set.ink_levels is uint8 and trainer.val_set.ink_levels is uint8
+        assert trainer.train_set[0][0].dtype == (torch.uint8 if uint8 else torch.float32)
+        return trainer.fit(), trainer.model.state_dict()
+
+    (levels, levels_weights), (floats, float_weights) = run("levels", True), run("floats", False)
+    def timeless(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert len(levels) == 1 and timeless(levels) == timeless(floats)
+    for key, value in float_weights.items():
+        assert torch.equal(levels_weights[key], value), key
+
+
+def test_uint8_rasters_only_where_the_views_take_them(tmp_path):
+    def datasets(name, **overrides):
+        cfg = load_config(name, {"train.device": "cpu", "train.out": str(tmp_path), "data.num_classes": 2,
+                                 "data.train_per_class": 2, "data.val_per_class": 1, "data.image_size": 64,
+                                 **overrides})
+        trainer = Trainer(cfg, progress=False)
+        return trainer.train_set.ink_levels, trainer.val_set.ink_levels
+
+    assert datasets("cnn_rotation") == (True, True)
+    assert datasets("cnn_rotation", **{"train.views": "per_sample"}) == (False, False)
+    assert datasets("cnn_supervised") == (False, False)
+    assert datasets("cnn_simclr") == (False, False)

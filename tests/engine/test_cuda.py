@@ -60,6 +60,21 @@ def test_views_on_the_device_equal_the_cpu_views(modality, name, params):
     torch.testing.assert_close(inputs.cpu(), reference_views(algorithm, x, y)[0], rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name, params", [("rotation", {}), ("deformation", {"module": "released"})])
+def test_views_of_ink_levels_on_the_device_equal_the_cpu_float_views(name, params):
+    # train.uint8_rasters: the loader sends levels, the device turns them into floats by a
+    # table lookup (not a division, whose reciprocal multiply would change the last bit).
+    algorithm = build_algorithm(name, "raster", **params)
+    ds = RasterDataset(SOURCE, image_size=64, ink_levels=True)
+    levels = torch.stack([ds[i][0] for i in range(len(ds))])
+    floats = torch.stack([RasterDataset(SOURCE, image_size=64)[i][0] for i in range(len(ds))])
+    assert levels.dtype == torch.uint8 and len(levels.unique()) > 100  # many levels, not just 0 and 255
+    cpu_inputs, _ = algorithm.views(floats)
+    inputs, _ = algorithm.views(levels.to(DEVICE))
+    assert inputs.dtype == torch.float32 and inputs.device.type == torch.device(DEVICE).type
+    assert torch.equal(inputs.cpu().view(torch.int32), cpu_inputs.view(torch.int32))
+
+
 @pytest.mark.parametrize("model_name, size", [("alexnet", 64), ("resnet", 64), ("tcn", None)])
 def test_forward_on_the_device_matches_the_cpu(model_name, size):
     torch.manual_seed(0)
