@@ -18,15 +18,23 @@ trainer runs them:
 - **per-sketch loader**: the datasets one sketch at a time, then the batched views
   (``algorithm.views``): this project before its loaders built whole batches (issue 19's
   "this project" column).
-- **batched**: this project's path: the datasets build whole batches with array operations
-  (packed drawings, ``render_packed``, stroke tensors gathered from the split prepared once)
-  and ``algorithm.views`` makes the views of the batch.
+- **float32 batches** (rasters): the datasets build whole batches with array operations
+  (packed drawings, ``render_packed``) as float32 and ``algorithm.views`` makes the views
+  of the batch: this project before its loaders sent uint8 ink levels.
+- **loader alone**: the batched path without the views: what the host pays a sketch when
+  the views are made on a GPU, as the trainer makes them on the training device (the
+  released pipeline made its views on the host, per sample, so its column includes them).
+- **batched**: this project's path, as the trainer runs it on the CPU: the datasets build whole
+  batches with array operations (stroke tensors gathered from the split prepared once;
+  rasters drawn by ``render_packed`` and sent as uint8 ink levels, ``train.uint8_rasters``)
+  and ``algorithm.views`` makes the views of the batch (turning levels into float32).
 
-With ``--workers 0`` everything runs in this process, pinned to one thread: the per-core
+With ``--workers 0`` everything runs in this process, torch and OpenCV on one thread: the per-core
 rate. With N workers, N loader processes fill batches while this process makes the views;
 on a machine with fewer than N + 1 cores they share them. "Floor" (rasters) is the time to
 write the bytes every path must write for a sketch (its raster in the loader's batch and
-its views) with plain copies into fresh memory, as ``bench_views.copy_floor`` measures it.
+its views, all float32 as before ink levels) with plain copies, as ``bench_views.copy_floor``
+measures it.
 
 Timing: the first two batches of each run (worker start-up, first-touch page faults) are
 not timed; each figure is the best of ``--rounds`` runs, the paths taking turns, so a
@@ -46,6 +54,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -70,7 +79,14 @@ from utils.host_memory import keep_freed_memory  # noqa: E402
 FULL_KEPT = 3_829_500  # the paper's store: 345 classes x 11,100 sketches
 TASKS = (("rotation", "raster", {}), ("deformation", "raster", {"module": "released"}),
          ("rotation", "stroke", {}), ("deformation", "stroke", {"module": "released"}))
-PATHS = ("released", "reference", "per-sketch loader", "batched")
+PATHS = ("released", "reference", "per-sketch loader", "float32 batches", "batched", "loader alone")
+#: Paths that build whole batches (timed over --batches; the others over --slow-batches).
+FAST = ("float32 batches", "batched", "loader alone")
+
+
+def paths_for(modality: str) -> tuple[str, ...]:
+    """The paths measured for a branch: float32 batches are the batched path for strokes."""
+    return PATHS if modality == "raster" else tuple(p for p in PATHS if p != "float32 batches")
 WARM_BATCHES = 2
 
 
@@ -110,17 +126,24 @@ def write_released_files(source: StoreSketches, folder: Path, size: int) -> dict
 
 
 def datasets_for(modality: str, path: str, source: StoreSketches, files: dict[str, list[Path]],
-                 size: int) -> Dataset:
+                 size: int, algorithm) -> Dataset:
     if path == "released":
         return ReleasedFiles(files[modality], source.labels)
-    ds = RasterDataset(source, image_size=size) if modality == "raster" else StrokeDataset(source)
-    ds.batched = path == "batched"
+    if modality == "raster":
+        # uint8 ink levels where the trainer sends them (train.uint8_rasters, its default).
+        levels = path in ("batched", "loader alone") and algorithm.takes_ink_levels
+        ds = RasterDataset(source, image_size=size, ink_levels=levels)
+    else:
+        ds = StrokeDataset(source)
+    ds.batched = path in FAST
     return ds
 
 
 def views_for(path: str, algorithm):
     if path in ("released", "reference"):
         return lambda x, y: reference_views(algorithm, x, y)
+    if path == "loader alone":
+        return lambda x, y: None  # the views are made on the training device (a GPU)
     return algorithm.views
 
 
@@ -149,13 +172,19 @@ def row(*cells: object) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_sample_arguments(p: argparse.ArgumentParser) -> None:
+    """--src, --limit, --batch and --size: the real sketches and the batch (shared with
+    bench_raster_steps.py)."""
     p.add_argument("--src", default=str(ROOT.parent / "shared" / "quickdraw" / "simplified"),
                    help="Quick, Draw! files to prepare the store from (default: the shared real sample)")
     p.add_argument("--limit", type=int, default=0, help="keep only this many sketches per class (0: all)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--size", type=int, default=224, help="raster side in pixels")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_sample_arguments(p)
     p.add_argument("--batches", type=int, default=40, help="timed batches of the batched path per run")
     p.add_argument("--slow-batches", type=int, default=8, help="timed batches of the other two paths per run")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -169,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     if any(w < 0 for w in args.workers) or 0 not in args.workers:
         p.error("--workers must be >= 0 and include 0 (the per-core rate)")
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the per-core rate: OpenCV's own thread pool would split large calls
     kept = not args.no_keep_host_memory and keep_freed_memory()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
     try:
@@ -198,7 +228,7 @@ def _run(args, work: Path, kept: bool) -> dict:
     released_bytes = folder_bytes(files["raster"]) + folder_bytes(files["stroke"])
 
     print(f"machine: {_cpu()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
-          f"torch {torch.__version__}, numpy {np.__version__}; torch 1 thread in the main process; "
+          f"torch {torch.__version__}, numpy {np.__version__}; torch and OpenCV 1 thread in the main process; "
           f"{'freed host memory kept (train.keep_host_memory)' if kept else 'glibc default malloc'}")
     print(f"data: {n} real sketches ({args.src}), batch {args.batch}, rasters {args.size} px, strokes 100 x 4; "
           f"best of {args.rounds} runs; {args.batches} timed batches (batched), {args.slow_batches} (others)\n")
@@ -207,30 +237,33 @@ def _run(args, work: Path, kept: bool) -> dict:
     floors: dict[str, float] = {}
     for task, modality, params in TASKS:
         algorithm = build_algorithm(task, modality, **params)
-        views = {path: views_for(path, algorithm) for path in PATHS}
-        sets = {path: datasets_for(modality, path, source, files, args.size) for path in PATHS}
+        paths = paths_for(modality)
+        views = {path: views_for(path, algorithm) for path in paths}
+        sets = {path: datasets_for(modality, path, source, files, args.size, algorithm) for path in paths}
         for workers in args.workers:
             for r in range(args.rounds):
-                for path in PATHS:
-                    batches = args.batches if path == "batched" else args.slow_batches
+                for path in paths:
+                    batches = args.batches if path in FAST else args.slow_batches
                     got = rate(sets[path], views[path], args.batch, batches, workers, seed=r)
                     key = (task, modality, path, workers)
                     results[key] = max(results.get(key, 0.0), got)
         if modality == "raster":
-            x = torch.stack([sets["batched"][i][0] for i in range(args.batch)])
+            x = torch.stack([sets["float32 batches"][i][0] for i in range(args.batch)])
             n_views = len(algorithm.views(x, torch.zeros(args.batch, dtype=torch.long))[1])
             # The loader's batch plus the views: (1 + views per sketch) copies of the batch.
             floors[task] = args.batch / copy_floor([x], n_views + args.batch, args.rounds)
 
     print(row("task", "branch", *[f"{path} sketches/s" for path in PATHS], "vs released", "vs reference",
-              "vs per-sketch loader", "write floor sketches/s", "batched / floor"))
-    print(row(*["---"] * (len(PATHS) + 7)))
+              "vs per-sketch loader", "vs float32 batches", "write floor sketches/s", "batched / floor",
+              "loader alone vs released"))
+    print(row(*["---"] * (len(PATHS) + 9)))
     for task, modality, _ in TASKS:
-        rel, ref, before, fast = (results[(task, modality, path, 0)] for path in PATHS)
+        rel, ref, before, f32, fast, alone = (results.get((task, modality, path, 0)) for path in PATHS)
         floor = floors.get(task) if modality == "raster" else None
-        print(row(task, modality, *[f"{v:,.0f}" for v in (rel, ref, before, fast)], f"{fast / rel:.1f}x",
-                  f"{fast / ref:.1f}x", f"{fast / before:.1f}x", f"{floor:,.0f}" if floor else "-",
-                  f"{fast / floor:.0%}" if floor else "-"))
+        print(row(task, modality, *[f"{v:,.0f}" if v else "-" for v in (rel, ref, before, f32, fast, alone)],
+                  f"{fast / rel:.1f}x", f"{fast / ref:.1f}x", f"{fast / before:.1f}x",
+                  f"{fast / f32:.2f}x" if f32 else "-", f"{floor:,.0f}" if floor else "-",
+                  f"{fast / floor:.0%}" if floor else "-", f"{alone / rel:.1f}x"))
 
     others = [w for w in args.workers if w != 0]
     if others:
@@ -238,7 +271,7 @@ def _run(args, work: Path, kept: bool) -> dict:
         print(row("task", "branch", "path", *[f"workers {w}" for w in args.workers], *[f"{w} vs 0" for w in others]))
         print(row(*["---"] * (3 + len(args.workers) + len(others))))
         for task, modality, _ in TASKS:
-            for path in PATHS:
+            for path in paths_for(modality):
                 rates = [results[(task, modality, path, w)] for w in args.workers]
                 base = results[(task, modality, path, 0)]
                 print(row(task, modality, path, *[f"{v:,.0f}" for v in rates],

@@ -7,6 +7,7 @@ import sys
 from types import ModuleType
 
 import pytest
+import cv2
 import torch
 
 from tests.common import ROOT
@@ -25,7 +26,9 @@ def load_bench(name: str) -> ModuleType:
 
 @pytest.fixture
 def restore_threads():
-    """The benchmarks pin torch to one thread; give the rest of the suite its threads back."""
-    threads = torch.get_num_threads()
+    """The benchmarks pin torch (and OpenCV) to one thread; give the rest of the suite its
+    threads back."""
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     yield
     torch.set_num_threads(threads)
+    cv2.setNumThreads(cv_threads)

@@ -44,20 +44,26 @@ def test_tables_agree_with_themselves(tmp_path, capsys):
     main_table, workers, disk = tables(capsys.readouterr().out)
     assert got["sketches"] == 36
     header, rows = main_table[0], main_table[1:]
-    assert header[2:6] == [f"{p} sketches/s" for p in bench.PATHS]
+    assert header[2:8] == [f"{p} sketches/s" for p in bench.PATHS]
     assert [(r[0], r[1]) for r in rows] == [(t, m) for t, m, _ in bench.TASKS]
     for r in rows:
-        rel, ref, before, fast = (number(c) for c in r[2:6])
-        assert number(r[6]) == pytest.approx(fast / rel, rel=0.06, abs=0.06)
-        assert number(r[7]) == pytest.approx(fast / ref, rel=0.06, abs=0.06)
-        assert number(r[8]) == pytest.approx(fast / before, rel=0.06, abs=0.06)
+        cell = dict(zip(header, r))
+        rel, ref, before, f32, fast, alone = (None if cell[f"{p} sketches/s"] == "-" else number(cell[f"{p} sketches/s"])
+                                              for p in bench.PATHS)
+        assert number(cell["vs released"]) == pytest.approx(fast / rel, rel=0.06, abs=0.06)
+        assert number(cell["vs reference"]) == pytest.approx(fast / ref, rel=0.06, abs=0.06)
+        assert number(cell["vs per-sketch loader"]) == pytest.approx(fast / before, rel=0.06, abs=0.06)
+        assert number(cell["loader alone vs released"]) == pytest.approx(alone / rel, rel=0.06, abs=0.06)
         if r[1] == "raster":
-            assert number(r[10]) == pytest.approx(100 * fast / number(r[9]), rel=0.06, abs=1)
-        else:
-            assert r[9] == r[10] == "-"
-    # Workers: a row per task and path; "1 vs 0" is the ratio of the two rates, and the
-    # workers-0 column repeats the main table's rate.
-    assert len(workers) == 1 + len(bench.TASKS) * len(bench.PATHS)
+            assert number(cell["vs float32 batches"]) == pytest.approx(fast / f32, rel=0.06, abs=0.06)
+            assert number(cell["batched / floor"]) == pytest.approx(
+                100 * fast / number(cell["write floor sketches/s"]), rel=0.06, abs=1)
+        else:  # strokes have no float32-batches path (their batched path is it) and no floor
+            assert f32 is None
+            assert cell["vs float32 batches"] == cell["write floor sketches/s"] == cell["batched / floor"] == "-"
+    # Workers: a row per task and path measured; "1 vs 0" is the ratio of the two rates, and
+    # the workers-0 column repeats the main table's rate.
+    assert [(r[0], r[1], r[2]) for r in workers[1:]] == [(t, m, p) for t, m, _ in bench.TASKS for p in bench.paths_for(m)]
     for r in workers[1:]:
         assert number(r[5]) == pytest.approx(number(r[4]) / number(r[3]), rel=0.06, abs=0.02)
         main_row = next(m for m in rows if (m[0], m[1]) == (r[0], r[1]))
