@@ -126,7 +126,7 @@ def ink_to_float(x: Tensor, out: Tensor | None = None) -> Tensor:
 
 def _ink_by_table(x: Tensor, out: Tensor) -> Tensor:
     """:func:`ink_to_float`'s lookup (the path of devices other than the CPU)."""
-    torch.index_select(_ink_table(x.device), 0, x.reshape(-1).long(), out=out.view(-1))
+    torch.index_select(_ink_table(x.device), 0, x.reshape(-1).int(), out=out.view(-1))
     return out
 
 

@@ -43,10 +43,11 @@ def rotation_views_raster(x: Tensor) -> Tensor:
     strided copy (NumPy has negative strides; in torch a flip is a copy of its own);
     on other devices torch ops; when x needs a gradient, the plain cat.
 
-    A uint8 batch is ink levels (:mod:`algorithms.base`): the turns are made on the levels
-    (OpenCV's ``rotate`` on the CPU, a quarter of the bytes to move) and the four views then
-    turned into float32 in one pass, :func:`~algorithms.base.ink_to_float`: the same views
-    as from ``ink_to_float(x)``, bit for bit, in float32.
+    A uint8 batch is ink levels (:mod:`algorithms.base`), and the views are those of
+    :func:`~algorithms.base.ink_to_float` ``(x)``, bit for bit, in float32. On the CPU the
+    turns are made on the levels (OpenCV's ``rotate``, a quarter of the bytes to move) and
+    the four views converted in one pass; on other devices the batch is converted first
+    (one table lookup per pixel of the batch, not of the views) and turned as floats.
 
     Args:
         x: (B, ..., S, S) square rasters.
@@ -55,7 +56,9 @@ def rotation_views_raster(x: Tensor) -> Tensor:
         (4B, ..., S, S) contiguous tensor, views grouped by turn (float32 for uint8 x).
     """
     if x.dtype == torch.uint8:
-        return ink_to_float(_level_views(x))
+        if x.device.type != "cpu":  # a table lookup per pixel: look up the batch once, then turn
+            return rotation_views_raster(ink_to_float(x))
+        return ink_to_float(_level_views_cv2(x))
     if torch.is_grad_enabled() and x.requires_grad:
         return torch.cat([rotate_raster(x, k) for k in range(NUM_ROTATIONS)], dim=0)
     b = x.shape[0]
@@ -74,21 +77,8 @@ def rotation_views_raster(x: Tensor) -> Tensor:
 _CV2_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
 
 
-def _level_views(x: Tensor) -> Tensor:
-    """The four turns of a uint8 batch (B, ..., S, S), grouped by turn, still uint8:
-    OpenCV on the CPU, torch ops on other devices."""
-    return _level_views_cv2(x) if x.device.type == "cpu" else _level_views_torch(x)
-
-
-def _level_views_torch(x: Tensor) -> Tensor:
-    b = x.shape[0]
-    out = torch.empty((NUM_ROTATIONS * b, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    for k in range(NUM_ROTATIONS):
-        out[k * b : (k + 1) * b].copy_(rotate_raster(x, k))
-    return out
-
-
 def _level_views_cv2(x: Tensor) -> Tensor:
+    """The four turns of a uint8 CPU batch (B, ..., S, S), grouped by turn, still uint8."""
     b = x.shape[0]
     out = new_views_like(x, NUM_ROTATIONS * b)
     side = x.shape[-1]

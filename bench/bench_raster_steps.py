@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from algorithms import build_algorithm  # noqa: E402
 from algorithms.base import ink_to_float  # noqa: E402
-from algorithms.rotation import _level_views  # noqa: E402
+from algorithms.rotation import _level_views_cv2  # noqa: E402
 from bench_pipeline import add_sample_arguments  # noqa: E402
 from bench_prepare import _cpu  # noqa: E402
 from data.datasets import RasterDataset  # noqa: E402
@@ -82,13 +82,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         packed = [ds._packed_fitted(order) for order in orders]
         items = [ds.__getitems__(order) for order in orders]
         batches = [default_collate(item) for item in items]
-        turned = [_level_views(x) for x, _ in batches]
+        turned = [_level_views_cv2(x) for x, _ in batches]
         steps = (
             ("pack and fit the batch (_packed_fitted)", ds._packed_fitted, orders),
             ("draw (render_packed)", lambda f: render_packed(*f[:3], size=args.size), packed),
             ("dataset in all (__getitems__)", ds.__getitems__, orders),
             ("collate (uint8)", default_collate, items),
-            ("the four turns of the levels (cv2.rotate)", lambda b: _level_views(b[0]), batches),
+            ("the four turns of the levels (cv2.rotate)", lambda b: _level_views_cv2(b[0]), batches),
             ("the four views to float32 (ink_to_float)", ink_to_float, turned),
             ("views in all (algorithm.views)", lambda b: algorithm.views(*b), batches),
             ("dataset + collate + views", lambda o: algorithm.views(*default_collate(ds.__getitems__(o))), orders),
