@@ -82,6 +82,8 @@ INK_SCALE: int = 255
 
 @lru_cache(maxsize=8)
 def _ink_table(device: torch.device) -> Tensor:
+    # data.render.INK_LEVELS on the device; written again here because the leaf packages
+    # (algorithms, data) import no other project package (STYLE.md, tested).
     return torch.from_numpy(np.arange(INK_SCALE + 1, dtype=np.float32) / np.float32(INK_SCALE)).to(device)
 
 

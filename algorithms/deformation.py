@@ -565,16 +565,12 @@ class DeformationAlgorithm(PretextAlgorithm):
         self.check_input(x)
         if self.modality == "stroke":
             inputs = deformation_views_strokes(x, self.deformation)
-        elif x.dtype == torch.uint8:
-            batch = x.shape[0]
-            inputs = new_views_like(x, 2 * batch, dtype=torch.float32)
-            undeformed = ink_to_float(x, out=inputs[:batch])
-            deform_raster(undeformed, self.deformation, out=inputs[batch:])
         elif not (torch.is_grad_enabled() and x.requires_grad):
-            batch = x.shape[0]
-            inputs = new_views_like(x, 2 * batch)  # both views written in place, no cat
-            inputs[:batch].copy_(x)
-            deform_raster(x, self.deformation, out=inputs[batch:])
+            # Both views written in place, no cat; ink levels become floats on the way in.
+            batch, levels = x.shape[0], x.dtype == torch.uint8
+            inputs = new_views_like(x, 2 * batch, dtype=torch.float32 if levels else None)
+            undeformed = ink_to_float(x, out=inputs[:batch]) if levels else inputs[:batch].copy_(x)
+            deform_raster(undeformed, self.deformation, out=inputs[batch:])
         else:
             inputs = torch.cat([x, deform_raster(x, self.deformation)], dim=0)
         targets = view_targets(2, x.shape[0], x.device)

@@ -82,12 +82,12 @@ TASKS = (("rotation", "raster", {}), ("deformation", "raster", {"module": "relea
 PATHS = ("released", "reference", "per-sketch loader", "float32 batches", "batched", "loader alone")
 #: Paths that build whole batches (timed over --batches; the others over --slow-batches).
 FAST = ("float32 batches", "batched", "loader alone")
+WARM_BATCHES = 2
 
 
 def paths_for(modality: str) -> tuple[str, ...]:
     """The paths measured for a branch: float32 batches are the batched path for strokes."""
     return PATHS if modality == "raster" else tuple(p for p in PATHS if p != "float32 batches")
-WARM_BATCHES = 2
 
 
 class ReleasedFiles(Dataset):

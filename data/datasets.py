@@ -100,14 +100,14 @@ class _Rasters:
     a quarter of the bytes through the loader, for algorithms that take them
     (:attr:`algorithms.base.Algorithm.takes_ink_levels`; the trainer sets it)."""
 
-    def _set_raster(self, image_size: int, line_width: float) -> None:
+    def _set_raster(self, image_size: int, line_width: float, ink_levels: bool = False) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         if line_width <= 0:
             raise ValueError(f"line_width must be > 0, got {line_width}")
         self.image_size = int(image_size)
         self.line_width = float(line_width)
-        self.ink_levels = False
+        self.ink_levels = bool(ink_levels)
 
     def _raster(self, strokes: tuple[np.ndarray, ...]) -> torch.Tensor:
         """float32 (1, S, S) raster (uint8 with :attr:`ink_levels`) of strokes already
@@ -190,8 +190,7 @@ class RasterDataset(_Rasters, _SketchDataset):
     def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, center: bool = True,
                  ink_levels: bool = False) -> None:
         super().__init__(source, center)
-        self._set_raster(image_size, line_width)
-        self.ink_levels = bool(ink_levels)
+        self._set_raster(image_size, line_width, ink_levels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         strokes, label = self._fitted(i)
