@@ -28,6 +28,12 @@ trainer runs them:
   batches with array operations (stroke tensors gathered from the split prepared once;
   rasters drawn by ``render_packed`` and sent as uint8 ink levels, ``train.uint8_rasters``)
   and ``algorithm.views`` makes the views of the batch (turning levels into float32).
+- **drawn once** (rasters): the batched path with ``data.raster_cache``: the levels are
+  gathered from the split's rasters drawn once and cached beside the store (built before
+  the runs, timed) instead of drawn. The same pixels; 50 kB a 224 px sketch on disk.
+
+Every path collates as the trainer does (``data.collate_samples``: a batch the dataset
+built at once is handed on as it is).
 
 With ``--workers 0`` everything runs in this process, torch and OpenCV on one thread: the per-core
 rate. With N workers, N loader processes fill batches while this process makes the views;
@@ -38,9 +44,9 @@ measures it.
 
 Timing: the first two batches of each run (worker start-up, first-touch page faults) are
 not timed; each figure is the best of ``--rounds`` runs, the paths taking turns, so a
-neighbour's load on a shared machine hits them alike. Disk: the store's arrays and the
-stroke tensors cached beside it, per 1,000 sketches and extrapolated to the paper's
-3,829,500 sketches, and the time to prepare the stroke tensors once.
+neighbour's load on a shared machine hits them alike. Disk: the store's arrays, and the
+stroke tensors and rasters cached beside it, per 1,000 sketches and extrapolated to the
+paper's 3,829,500 sketches, and the time to prepare each once.
 """
 
 from __future__ import annotations
@@ -68,7 +74,7 @@ from algorithms import build_algorithm  # noqa: E402
 from algorithms.reference import reference_views  # noqa: E402
 from bench_prepare import _cpu  # noqa: E402
 from bench_views import copy_floor  # noqa: E402
-from data.datasets import RasterDataset, StrokeDataset  # noqa: E402
+from data.datasets import RasterDataset, StrokeDataset, collate_samples  # noqa: E402
 from data.prepare import prepare  # noqa: E402
 from data.render import render  # noqa: E402
 from data.sketch import BOX, fit_to_box  # noqa: E402
@@ -79,15 +85,18 @@ from utils.host_memory import keep_freed_memory  # noqa: E402
 FULL_KEPT = 3_829_500  # the paper's store: 345 classes x 11,100 sketches
 TASKS = (("rotation", "raster", {}), ("deformation", "raster", {"module": "released"}),
          ("rotation", "stroke", {}), ("deformation", "stroke", {"module": "released"}))
-PATHS = ("released", "reference", "per-sketch loader", "float32 batches", "batched", "loader alone")
+PATHS = ("released", "reference", "per-sketch loader", "float32 batches", "batched", "drawn once", "loader alone")
 #: Paths that build whole batches (timed over --batches; the others over --slow-batches).
-FAST = ("float32 batches", "batched", "loader alone")
+FAST = ("float32 batches", "batched", "drawn once", "loader alone")
+#: Paths only rasters have.
+RASTER_ONLY = ("float32 batches", "drawn once")
 WARM_BATCHES = 2
 
 
 def paths_for(modality: str) -> tuple[str, ...]:
-    """The paths measured for a branch: float32 batches are the batched path for strokes."""
-    return PATHS if modality == "raster" else tuple(p for p in PATHS if p != "float32 batches")
+    """The paths measured for a branch: float32 batches are the batched path for strokes, and
+    strokes are prepared once anyway."""
+    return PATHS if modality == "raster" else tuple(p for p in PATHS if p not in RASTER_ONLY)
 
 
 class ReleasedFiles(Dataset):
@@ -131,8 +140,8 @@ def datasets_for(modality: str, path: str, source: StoreSketches, files: dict[st
         return ReleasedFiles(files[modality], source.labels)
     if modality == "raster":
         # uint8 ink levels where the trainer sends them (train.uint8_rasters, its default).
-        levels = path in ("batched", "loader alone") and algorithm.takes_ink_levels
-        ds = RasterDataset(source, image_size=size, ink_levels=levels)
+        levels = path in ("batched", "drawn once", "loader alone") and algorithm.takes_ink_levels
+        ds = RasterDataset(source, image_size=size, ink_levels=levels, cache=path == "drawn once")
     else:
         ds = StrokeDataset(source)
     ds.batched = path in FAST
@@ -152,7 +161,7 @@ def rate(ds: Dataset, views, batch: int, batches: int, workers: int, seed: int) 
     need = (batches + WARM_BATCHES) * batch
     generator = torch.Generator().manual_seed(seed)
     order = torch.cat([torch.randperm(len(ds), generator=generator) for _ in range(-(-need // len(ds)))])[:need]
-    loader = DataLoader(ds, batch_size=batch, sampler=order.tolist(), num_workers=workers)
+    loader = DataLoader(ds, batch_size=batch, sampler=order.tolist(), num_workers=workers, collate_fn=collate_samples)
     it = iter(loader)
     for _ in range(WARM_BATCHES):
         views(*next(it))
@@ -221,10 +230,18 @@ def _run(args, work: Path, kept: bool) -> dict:
     t0 = time.perf_counter()
     source.stroke_tensors(100, center=True, progress=False)
     prepare_s = time.perf_counter() - t0
+    for old in (store / "train").glob("rasters_*"):
+        shutil.rmtree(old)
+    t0 = time.perf_counter()
+    raster_table = source.raster_levels(args.size, progress=False)
+    if raster_table is None:
+        raise SystemExit(f"{store}: no room for the raster cache (see above): pass --limit or --work elsewhere")
+    raster_s = time.perf_counter() - t0
     files = write_released_files(source, work / "released", args.size)
 
     store_bytes = folder_bytes((store / "train").glob("*.npy"))
     cache_bytes = folder_bytes((store / "train" / "stroke_tensors_T100_centred").glob("*"))
+    raster_bytes = folder_bytes(raster_table.folder.glob("*"))
     released_bytes = folder_bytes(files["raster"]) + folder_bytes(files["stroke"])
 
     print(f"machine: {_cpu()}, {os.cpu_count()} logical CPUs; python {platform.python_version()}, "
@@ -255,15 +272,16 @@ def _run(args, work: Path, kept: bool) -> dict:
 
     print(row("task", "branch", *[f"{path} sketches/s" for path in PATHS], "vs released", "vs reference",
               "vs per-sketch loader", "vs float32 batches", "write floor sketches/s", "batched / floor",
-              "loader alone vs released"))
-    print(row(*["---"] * (len(PATHS) + 9)))
+              "drawn once vs released", "drawn once / floor", "loader alone vs released"))
+    print(row(*["---"] * (len(PATHS) + 11)))
     for task, modality, _ in TASKS:
-        rel, ref, before, f32, fast, alone = (results.get((task, modality, path, 0)) for path in PATHS)
+        rel, ref, before, f32, fast, once, alone = (results.get((task, modality, path, 0)) for path in PATHS)
         floor = floors.get(task) if modality == "raster" else None
-        print(row(task, modality, *[f"{v:,.0f}" if v else "-" for v in (rel, ref, before, f32, fast, alone)],
+        print(row(task, modality, *[f"{v:,.0f}" if v else "-" for v in (rel, ref, before, f32, fast, once, alone)],
                   f"{fast / rel:.1f}x", f"{fast / ref:.1f}x", f"{fast / before:.1f}x",
                   f"{fast / f32:.2f}x" if f32 else "-", f"{floor:,.0f}" if floor else "-",
-                  f"{fast / floor:.0%}" if floor else "-", f"{alone / rel:.1f}x"))
+                  f"{fast / floor:.0%}" if floor else "-", f"{once / rel:.1f}x" if once else "-",
+                  f"{once / floor:.0%}" if once and floor else "-", f"{alone / rel:.1f}x"))
 
     others = [w for w in args.workers if w != 0]
     if others:
@@ -283,12 +301,16 @@ def _run(args, work: Path, kept: bool) -> dict:
     print(row(*["---"] * 3))
     for what, b in (("store arrays (uint8 points, offsets, labels, key_ids)", store_bytes),
                     ("stroke tensors prepared once (T = 100, centred)", cache_bytes),
+                    (f"rasters drawn once ({args.size} px uint8 levels, data.raster_cache)", raster_bytes),
                     (f"released pipeline's files ({args.size} px PNG + .npy per sketch, file sizes)", released_bytes)):
         print(row(what, f"{per_k(b) / 1000:,.0f} kB", f"{per_k(b) * FULL_KEPT / 1000 / 1e9:.2f} GB"))
     print(f"\npreparing the stroke tensors once: {prepare_s:.2f} s for {n} sketches, "
           f"{prepare_s / n * 1000:.3f} s / 1,000, {prepare_s / n * FULL_KEPT / 60:.1f} min for 3,829,500 (one core)")
+    print(f"drawing the rasters once: {raster_s:.2f} s for {n} sketches, "
+          f"{raster_s / n * 1000:.3f} s / 1,000, {raster_s / n * FULL_KEPT / 60:.1f} min for 3,829,500 (one core)")
     return {"results": results, "floors": floors, "sketches": n, "store_bytes": store_bytes,
-            "cache_bytes": cache_bytes, "released_bytes": released_bytes, "prepare_s": prepare_s}
+            "cache_bytes": cache_bytes, "raster_bytes": raster_bytes, "released_bytes": released_bytes,
+            "prepare_s": prepare_s, "raster_s": raster_s}
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ reference) and a batched form on packed sketches (``fit_packed``, ``render_packe
 ``PackedStrokeTensors``: the loaders' path), equal bit for bit.
 """
 
-from .datasets import PairedDataset, RasterDataset, SketchPair, StrokeDataset
+from .datasets import PairedDataset, RasterDataset, SketchPair, StackedSamples, StrokeDataset, collate_samples
 from .formats import FormatError, Report, categories, read_binary, read_ndjson, read_npz, read_sketches
 from .render import line_thickness, render, render_packed
 from .simplify import simplify_raw
@@ -48,6 +48,8 @@ __all__ = [
     "draw_synthetic",
     "save_preview",
     "RasterDataset",
+    "StackedSamples",
+    "collate_samples",
     "StrokeDataset",
     "PairedDataset",
     "SketchPair",

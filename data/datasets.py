@@ -18,6 +18,12 @@ a split prepared once, :meth:`data.store.StoreSketches.stroke_tensors`; rasters 
 :func:`data.render.render_packed`). ``__getitem__`` stays the per-sketch reference path, and
 the two give the same tensors bit for bit (tested on the real sample). ``batched = False``
 on a class or an instance makes ``__getitems__`` use the reference path too.
+
+A batch built at once comes back as :class:`StackedSamples`: it reads as the list of
+``(input, label)`` samples that ``__getitems__`` promises, but holds the batch stacked, so
+:func:`collate_samples` (the trainer's ``collate_fn``) hands it on as it is instead of
+splitting it into samples and stacking them again, as torch's ``default_collate`` would (a
+copy of every byte and a Python call per sample: a third of a stroke batch's loading time).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from .render import render, render_levels, render_packed
 from .sketch import BOX, Sketch, fit_packed, fit_to_box, pack_sketches
@@ -100,7 +106,11 @@ class _Rasters:
     a quarter of the bytes through the loader, for algorithms that take them
     (:attr:`algorithms.base.Algorithm.takes_ink_levels`; the trainer sets it)."""
 
-    def _set_raster(self, image_size: int, line_width: float, ink_levels: bool = False) -> None:
+    cache: bool
+    """Batches read from the source's cache of rasters drawn once
+    (:meth:`data.store.StoreSketches.raster_levels`) when it has one, instead of drawn."""
+
+    def _set_raster(self, image_size: int, line_width: float, ink_levels: bool = False, cache: bool = False) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         if line_width <= 0:
@@ -108,6 +118,22 @@ class _Rasters:
         self.image_size = int(image_size)
         self.line_width = float(line_width)
         self.ink_levels = bool(ink_levels)
+        self.cache = bool(cache)
+        self._cached: Any = None  # the source's CachedRasters; False: asked, there is none
+        if self.cache and self.batched:
+            self.cached_rasters()  # here, in the main process: DataLoader workers then share it
+
+    def cached_rasters(self) -> Any:
+        """The source's rasters drawn once (a ``gather(indices) -> uint8 (B, S, S)`` table)
+        when :attr:`cache` is on and the source can make them, else None. Opened when first
+        asked for."""
+        if not self.cache:
+            return None
+        if self._cached is None:
+            opener = getattr(self.source, "raster_levels", None)
+            table = None if opener is None else opener(self.image_size, self.line_width, center=self.center, box=BOX)
+            self._cached = False if table is None else table
+        return self._cached or None
 
     def _raster(self, strokes: tuple[np.ndarray, ...]) -> torch.Tensor:
         """float32 (1, S, S) raster (uint8 with :attr:`ink_levels`) of strokes already
@@ -118,7 +144,12 @@ class _Rasters:
     def _rasters(self, xy: np.ndarray, stroke_end: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
         """float32 (B, 1, S, S) rasters (uint8 with :attr:`ink_levels`) of a fitted packed
         batch: :meth:`_raster` of each, bit for bit."""
-        levels = render_packed(xy, stroke_end, offsets, size=self.image_size, line_width=self.line_width, box=BOX)
+        return self._from_levels(render_packed(xy, stroke_end, offsets, size=self.image_size,
+                                               line_width=self.line_width, box=BOX))
+
+    def _from_levels(self, levels: np.ndarray) -> torch.Tensor:
+        """uint8 (B, S, S) levels -> the batch's (B, 1, S, S) tensor: as they are with
+        :attr:`ink_levels`, else render()'s float32 values."""
         if self.ink_levels:
             return torch.from_numpy(levels).unsqueeze(1)
         images = levels.astype(np.float32)
@@ -185,23 +216,30 @@ class RasterDataset(_Rasters, _SketchDataset):
             docstring: top-left alignment leaks the rotation); False keeps it top-left.
         ink_levels: images as uint8 (1, S, S) ink levels 0..255 instead (the float value
             is ``level / 255``); also settable later as the attribute.
+        cache: batches (``__getitems__``) read from the source's rasters drawn once, where it
+            offers them (a store: :meth:`data.store.StoreSketches.raster_levels`, built on
+            first use, S * S bytes a sketch on disk): the same pixels, without drawing.
+            ``dataset[i]`` still draws (the reference).
     """
 
     def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, center: bool = True,
-                 ink_levels: bool = False) -> None:
+                 ink_levels: bool = False, cache: bool = False) -> None:
         super().__init__(source, center)
-        self._set_raster(image_size, line_width, ink_levels)
+        self._set_raster(image_size, line_width, ink_levels, cache)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         strokes, label = self._fitted(i)
         return self._raster(strokes), label
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[tuple[torch.Tensor, int]]:
         """``[self[i] for i in indices]``, the batch drawn at once (module docstring)."""
         if not self.batched:
             return [self[i] for i in indices]
+        table = self.cached_rasters()
+        if table is not None:  # drawn once: no need to read the drawings at all
+            return StackedSamples(self._from_levels(table.gather(indices)), self.labels[np.asarray(indices, np.int64)])
         xy, stroke_end, offsets, labels = self._packed_fitted(indices)
-        return list(zip(self._rasters(xy, stroke_end, offsets).unbind(0), labels))
+        return StackedSamples(self._rasters(xy, stroke_end, offsets), labels)
 
 
 class StrokeDataset(_StrokeTensors, _SketchDataset):
@@ -225,18 +263,18 @@ class StrokeDataset(_StrokeTensors, _SketchDataset):
         strokes, label = self._fitted(i)
         return self._stroke_tensor(strokes), label
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[tuple[torch.Tensor, int]]:
         """``[self[i] for i in indices]``: gathered from the prepared tensors when the source
         has them, else packed and encoded at once (module docstring)."""
         if not self.batched:
             return [self[i] for i in indices]
         if self.prepared() is not None:  # no need to read the drawings at all
             tensors = self._stroke_tensors(indices)
-            labels = np.asarray(self.labels[np.asarray(indices, dtype=np.int64)]).tolist()
+            labels = self.labels[np.asarray(indices, dtype=np.int64)]
         else:
             xy, stroke_end, offsets, labels = self._packed_fitted(indices)
             tensors = self._stroke_tensors(indices, (xy, stroke_end, offsets))
-        return list(zip(tensors.unbind(0), labels))
+        return StackedSamples(tensors, labels)
 
 
 class SketchPair(NamedTuple):
@@ -277,23 +315,77 @@ class PairedDataset(_Rasters, _StrokeTensors, _SketchDataset):
         image_size, line_width: as in :class:`RasterDataset`.
         max_len: T, as in :class:`StrokeDataset`.
         center: centre the drawing in the box first (module docstring), for both forms.
+        cache: batches with rasters read from the source's rasters drawn once, as in
+            :class:`RasterDataset` (with a store's prepared stroke tensors, a batch then
+            reads no drawing at all).
     """
 
     def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, max_len: int = 100,
-                 center: bool = True) -> None:
+                 center: bool = True, cache: bool = False) -> None:
         super().__init__(source, center)
-        self._set_raster(image_size, line_width)
+        self._set_raster(image_size, line_width, cache=cache)
         self._set_strokes(max_len)
 
     def __getitem__(self, i: int) -> tuple[SketchPair, int]:
         strokes, label = self._fitted(i)
         return SketchPair(self._raster(strokes), self._stroke_tensor(strokes)), label
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[SketchPair, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[tuple[SketchPair, int]]:
         """``[self[i] for i in indices]``, the batch built at once (class docstring)."""
         if not self.batched:
             return [self[i] for i in indices]
+        table = self.cached_rasters()
+        if table is not None and self.prepared() is not None:  # both forms made once: no drawing read
+            rasters = self._from_levels(table.gather(indices))
+            return StackedSamples(SketchPair(rasters, self._stroke_tensors(indices)),
+                                  self.labels[np.asarray(indices, np.int64)])
         xy, stroke_end, offsets, labels = self._packed_fitted(indices)
-        rasters = self._rasters(xy, stroke_end, offsets).unbind(0)
-        tensors = self._stroke_tensors(indices, (xy, stroke_end, offsets)).unbind(0)
-        return [(SketchPair(r, t), y) for r, t, y in zip(rasters, tensors, labels)]
+        rasters = self._rasters(xy, stroke_end, offsets)
+        return StackedSamples(SketchPair(rasters, self._stroke_tensors(indices, (xy, stroke_end, offsets))), labels)
+
+
+class StackedSamples(Sequence):
+    """A batch built at once, read as its samples: ``batch[i] == (input_i, label_i)`` as
+    ``dataset[i]`` gives them (``input_i`` a view of the stacked tensor, ``label_i`` an int).
+
+    :func:`collate_samples` turns it into the DataLoader batch without copying; any other
+    collate function sees an ordinary sequence of samples.
+
+    Args:
+        inputs: the stacked inputs, (B, ...) tensor or a :class:`SketchPair` of them.
+        labels: B integer labels (any sequence or array).
+    """
+
+    __slots__ = ("inputs", "labels")
+
+    def __init__(self, inputs: torch.Tensor | SketchPair, labels: Sequence[int] | np.ndarray) -> None:
+        self.inputs = inputs
+        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        size = len(inputs[0]) if isinstance(inputs, SketchPair) else len(inputs)
+        if self.labels.dim() != 1 or len(self.labels) != size:
+            raise ValueError(f"StackedSamples: {size} inputs but labels of shape {tuple(self.labels.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if isinstance(self.inputs, SketchPair):
+            return SketchPair(*(t[i] for t in self.inputs)), int(self.labels[i])
+        return self.inputs[i], int(self.labels[i])
+
+    def collated(self) -> list:
+        """What ``default_collate`` makes of the samples: ``[inputs, labels]``, inputs
+        contiguous, labels int64, with no copy where the inputs are contiguous already."""
+        if isinstance(self.inputs, SketchPair):
+            return [SketchPair(*(t.contiguous() for t in self.inputs)), self.labels]
+        return [self.inputs.contiguous(), self.labels]
+
+
+def collate_samples(batch: Sequence) -> Any:
+    """The DataLoaders' ``collate_fn``: a :class:`StackedSamples` batch as it stands, any
+    other list of samples through torch's ``default_collate``; the same batch either way."""
+    if isinstance(batch, StackedSamples):
+        return batch.collated()
+    return default_collate(batch)

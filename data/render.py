@@ -24,6 +24,12 @@ INK_LEVELS: np.ndarray = np.arange(256, dtype=np.float32) / np.float32(255.0)
 _SHIFT: int = 8
 """Fractional bits of the fixed-point coordinates handed to OpenCV (1/256 pixel)."""
 
+RENDER_RULE: str = f"opencv-{cv2.__version__} anti-aliased polylines, {_SHIFT} fractional bits, ink 255 on 0, v1"
+"""What the pixels depend on: a cache of rendered rasters made under another rule is
+rebuilt (:meth:`data.store.StoreSketches.raster_levels`). OpenCV's version is part of it,
+since its anti-aliasing may change between releases; bump the ``v`` when this module's
+drawing changes."""
+
 
 def line_thickness(line_width: float, size: int) -> int:
     """OpenCV ``thickness`` used for a pen of ``line_width`` box units at ``size`` pixels.

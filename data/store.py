@@ -14,6 +14,9 @@ Layout of a store folder (written by :mod:`data.prepare`, read by :class:`StoreS
         stroke_tensors_T100_centred/   the split's stroke tensors, prepared once on first
                              use (:meth:`StoreSketches.stroke_tensors`; not part of the content
                              hashes: a cache, rebuilt when it does not match)
+        rasters_S224_w3_centred/       the split's rasters as uint8 ink levels, drawn once,
+                             only where asked for (``data.raster_cache``;
+                             :meth:`StoreSketches.raster_levels`): 50 kB a 224 px sketch
 
 Coordinates are the integers 0..255 of Google's simplified drawings, so one byte each:
 3 bytes per point, about a third of the ``.ndjson`` size of the same sketches (measured on
@@ -51,6 +54,7 @@ try:
 except ImportError:  # not POSIX: caches are built without a lock
     fcntl = None
 
+from .render import RENDER_RULE, render_packed
 from .sketch import BOX, Sketch, fit_packed, ragged_index
 from .strokes import STROKE_RULE, PackedStrokeTensors, packed_stroke_rows
 
@@ -354,6 +358,85 @@ class StoreSketches:
             raise
 
 
+    def raster_levels(self, size: int = 224, line_width: float = 3.0, center: bool = True, box: float = BOX,
+                      progress: bool = True, log: Callable[[str], None] = _stderr) -> "CachedRasters | None":
+        """The split's rasters as uint8 ink levels (:func:`data.render.render_packed`), drawn
+        once and cached beside the store; None (and a line saying why) where they cannot be.
+
+        The cache is ``<store>/<split>/rasters_S<size>_w<line_width>_<centred|topleft>/``:
+        ``levels.npy`` uint8 (N, S, S), opened memory-mapped, and ``meta.json`` (the
+        renderer's rule, the settings and the split's sha256). Built on first use and again
+        when it no longer matches, written to a temporary folder and renamed into place under
+        a lock, like :meth:`stroke_tensors`. Unlike them it is large (S * S bytes a sketch:
+        50 kB at 224 px, 192 GB for the paper's 3.8 M sketches), so it is only built when
+        asked for, and not at all (None) when the disk has less free space than it needs
+        plus :data:`RASTER_FREE_MARGIN`, or the store cannot be written: the dataset then
+        draws on the fly, as without a cache.
+        """
+        size, line_width = int(size), float(line_width)
+        folder = self.path / self.split / f"rasters_S{size}_w{line_width:g}_{'centred' if center else 'topleft'}"
+        expect = {"format": RASTER_CACHE_FORMAT, "rule": RENDER_RULE, "size": size, "line_width": line_width,
+                  "center": bool(center), "box": float(box),
+                  "split_sha256": read_meta(self.path)["splits"][self.split].get("sha256"), "sketches": self._count}
+        table = _open_raster_cache(folder, expect)
+        if table is not None:
+            return table
+        need = self._count * size * size
+        try:
+            free = shutil.disk_usage(folder.parent).free
+        except OSError:
+            free = None
+        if free is not None and need + RASTER_FREE_MARGIN > free:
+            log(f"[data] no raster cache for split '{self.split}': it needs {need / 1e9:.2f} GB and "
+                f"{folder.parent} has {free / 1e9:.2f} GB free (less a {RASTER_FREE_MARGIN / 1e9:g} GB margin); "
+                "drawing on the fly")
+            return None
+        try:
+            with _folder_lock(folder):
+                table = _open_raster_cache(folder, expect)  # another process may have built it meanwhile
+                if table is None:
+                    log(f"[data] drawing the {size} px rasters of split '{self.split}' once ({self._count:,} sketches, "
+                        f"{need / 1e9:.2f} GB), cached in {folder}")
+                    self._write_raster_cache(folder, expect, progress)
+                    table = _open_raster_cache(folder, expect)
+        except OSError as err:
+            log(f"[data] cannot write {folder} ({err.strerror or err}); split '{self.split}' is drawn on the fly")
+            return None
+        return table
+
+    def _write_raster_cache(self, folder: Path, expect: dict, progress: bool) -> None:
+        a = self._open()
+        partial = folder.parent / f".{folder.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)  # left by a killed run
+        partial.mkdir()
+        try:
+            size = expect["size"]
+            stream = _NpyStream(partial / "levels.npy", np.uint8, (size, size), digest=False)
+            try:
+                bounds = range(0, self._count, RASTER_CHUNK)
+                if progress and self._count > RASTER_CHUNK:
+                    from tqdm import tqdm  # only for large splits
+
+                    bounds = tqdm(bounds, desc=f"rasters ({self.split})", unit="chunk")
+                for lo in bounds:
+                    hi = min(lo + RASTER_CHUNK, self._count)
+                    first, last = int(a["offsets"][lo]), int(a["offsets"][hi])
+                    points = np.asarray(a["points"][first:last])
+                    offsets = np.asarray(a["offsets"][lo : hi + 1]) - first
+                    # The datasets' batched path: float32 points, fitted, drawn (bit for bit)
+                    fitted = fit_packed(points[:, :2].astype(np.float32), offsets, box=expect["box"],
+                                        center=expect["center"])
+                    stream.append(render_packed(fitted, points[:, 2] != 0, offsets, size=size,
+                                                line_width=expect["line_width"], box=expect["box"]))
+            finally:
+                stream.close()
+            (partial / "meta.json").write_text(json.dumps(expect) + "\n", encoding="utf-8")
+            _publish_folder(partial, folder)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
 STROKE_CACHE_FORMAT = "packed-stroke-tensors"
 STROKE_CHUNK = 1 << 16
 """Sketches encoded at a time when stroke tensors are prepared (bounds the memory used)."""
@@ -396,6 +479,51 @@ class _CachedStrokeTensors(PackedStrokeTensors):
 # ----------------------------------------------------------------------------- writing
 
 
+RASTER_CACHE_FORMAT = "raster-ink-levels"
+RASTER_CHUNK = 1 << 12
+"""Sketches drawn at a time when the raster cache is built (200 MB of 224 px levels)."""
+RASTER_FREE_MARGIN = 1 << 30
+"""Bytes of free disk a raster cache leaves untouched: without them it is not built."""
+
+
+def _open_raster_cache(folder: Path, expect: dict) -> "CachedRasters | None":
+    """The cached rasters in ``folder`` if complete and made as ``expect`` says, else None."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expect.items()):
+            return None
+        levels = np.load(folder / "levels.npy", mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    size = expect["size"]
+    if levels.dtype != np.uint8 or levels.shape != (expect["sketches"], size, size):
+        return None
+    return CachedRasters(folder, levels)
+
+
+class CachedRasters:
+    """A split's rasters memory-mapped from a cache folder (:meth:`StoreSketches.raster_levels`):
+    pickled as the folder's name, so DataLoader workers map the same pages."""
+
+    def __init__(self, folder: Path, levels: np.ndarray) -> None:
+        self.folder = Path(folder)
+        self.levels = np.asarray(levels)  # a plain view of the map: np.memmap's indexing costs more per call
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    def gather(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """uint8 (B, S, S) levels of sketches ``indices`` (a copy)."""
+        return self.levels[np.asarray(indices, dtype=np.int64)]
+
+    def __reduce__(self):
+        return _load_raster_cache, (self.folder,)
+
+
+def _load_raster_cache(folder: Path) -> CachedRasters:
+    return CachedRasters(folder, np.load(folder / "levels.npy", mmap_mode="r"))
+
+
 class _NpyStream:
     """Append rows to a ``.npy`` file whose length is only known at the end.
 
@@ -403,12 +531,12 @@ class _NpyStream:
     length: numpy pads its v1.0 header to a multiple of 64 bytes) when the file is closed.
     """
 
-    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
+    def __init__(self, path: Path, dtype: np.dtype, row_shape: tuple[int, ...], digest: bool = True) -> None:
         self.path = path
         self.dtype = np.dtype(dtype)
         self.row_shape = row_shape
         self.rows = 0
-        self.sha256 = hashlib.sha256()  # of the data bytes (the header excluded)
+        self.sha256 = hashlib.sha256() if digest else None  # of the data bytes (the header excluded)
         self._f = open(path, "wb")
         self._f.write(b"\0" * _NPY_HEADER)
 
@@ -416,9 +544,10 @@ class _NpyStream:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.row_shape:
             raise ValueError(f"{self.path}: rows of shape {rows.shape[1:]}, expected {self.row_shape}")
-        data = rows.tobytes()
+        data = memoryview(rows).cast("B")  # the bytes, without a copy
         self._f.write(data)
-        self.sha256.update(data)
+        if self.sha256 is not None:
+            self.sha256.update(data)
         self.rows += len(rows)
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ from algorithms import Draws, StepOutput
 from algorithms.reference import reference_views
 from config import ConfigError, ExperimentConfig
 from engine import build, distributed
+from data.datasets import collate_samples
 from data.store import StoreError, read_meta
 from utils.atomic import atomic_write, atomic_write_text
 from utils.checkpoint import (
@@ -252,8 +253,8 @@ class Trainer:
         # device, checkpointed with the other RNGs (the pretext tasks never draw from it).
         self.draw_generator = torch.Generator(device=self.device)
         self.draw_generator.manual_seed(cfg.train.seed + TRAIN_DRAWS_SEED)
-        self.train_set = build.build_dataset(cfg, "train")
-        self.val_set = build.build_dataset(cfg, "val")
+        self.train_set = build.build_dataset(cfg, "train", cfg.data.raster_cache)
+        self.val_set = build.build_dataset(cfg, "val", cfg.data.raster_cache)
         for split, dataset in (("train", self.train_set), ("val", self.val_set)):
             if len(dataset) == 0:
                 raise ConfigError(f"experiment '{cfg.name}': split '{split}' is empty")
@@ -460,6 +461,7 @@ class Trainer:
             self.train_set,
             batch_size=sampler.local_batch,
             sampler=slot,
+            collate_fn=collate_samples,  # a batch the dataset built at once is not re-stacked
             num_workers=t.workers,
             pin_memory=self.device.type == "cuda" and t.pin_memory,
             prefetch_factor=t.prefetch_factor if t.workers > 0 else None,
@@ -484,6 +486,7 @@ class Trainer:
             dataset,
             batch_size=t.batch_size,
             shuffle=False,
+            collate_fn=collate_samples,
             num_workers=t.workers,
             pin_memory=self.device.type == "cuda" and t.pin_memory,
             persistent_workers=self._persistent,

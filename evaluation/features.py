@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from config import ConfigError, ExperimentConfig
+from data.datasets import collate_samples
 from data.store import read_meta
 from engine import build, distributed
 from evaluation.encoders import Encoder
@@ -74,7 +75,7 @@ def extract_features(
     """
     model.eval()
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda", collate_fn=collate_samples)
     feats, labels = [], []
     for x, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
         f = model(x.to(device, non_blocking=True), out_feat_keys=layer).flatten(1).float().cpu()

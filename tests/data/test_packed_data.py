@@ -17,7 +17,7 @@ import torch
 
 import data.store as store_module
 from config import load_config
-from data.datasets import RasterDataset, StrokeDataset
+from data.datasets import PairedDataset, RasterDataset, SketchPair, StackedSamples, StrokeDataset, collate_samples
 from data.render import INK_LEVELS, render, render_packed
 from data.sketch import fit_packed, fit_to_box, pack_sketches, ragged_index
 from data.store import StoreSketches
@@ -173,9 +173,64 @@ def test_loader_batches_with_workers_equal_the_reference(sample):
             ds.batched = batched
             loader = torch.utils.data.DataLoader(ds, batch_size=32, sampler=order, num_workers=workers)
             batches[name] = list(loader)
-        for name in ("fast", "workers"):
+            # The trainer's collate_fn, in the main process and in workers
+            collated = torch.utils.data.DataLoader(ds, batch_size=32, sampler=order, num_workers=workers,
+                                                   collate_fn=collate_samples)
+            batches[name + " collate_samples"] = list(collated)
+        for name in ("fast", "workers", "reference collate_samples", "fast collate_samples",
+                     "workers collate_samples"):
+            assert len(batches[name]) == len(batches["reference"]) == 3
             for (x, y), (rx, ry) in zip(batches[name], batches["reference"]):
                 assert torch.equal(x, rx) and torch.equal(y, ry), name
+
+
+def _tensors(batch) -> list[torch.Tensor]:
+    """The tensors of a collated batch, in order, with the container types checked."""
+    assert type(batch) is list and len(batch) == 2
+    inputs, labels = batch
+    return [*inputs, labels] if isinstance(inputs, SketchPair) else [inputs, labels]
+
+
+def test_stacked_batches_collate_to_what_default_collate_makes(sample):
+    """collate_samples hands a batch built at once on without copying it, and gives what
+    default_collate makes of the same samples one by one: types, dtypes, shapes, strides, bits."""
+    source, _ = sample
+    synthetic = SyntheticSketches("train", 3, 12)
+    idx = np.random.default_rng(3).permutation(len(source))[:40].tolist()
+    cases = [(StrokeDataset(source), idx), (StrokeDataset(synthetic), [5, 0, 17, 3]),
+             (RasterDataset(source, image_size=32), idx), (RasterDataset(source, image_size=32, ink_levels=True), idx),
+             (PairedDataset(source, image_size=24), idx), (PairedDataset(synthetic, image_size=24), [2, 9])]
+    for ds, items in cases:
+        stacked = ds.__getitems__(items)
+        assert isinstance(stacked, StackedSamples) and len(stacked) == len(items)
+        fast, reference = collate_samples(stacked), torch.utils.data.default_collate([ds[i] for i in items])
+        assert isinstance(fast[0], SketchPair) == isinstance(ds, PairedDataset)
+        for got, want in zip(_tensors(fast), _tensors(reference), strict=True):
+            assert got.dtype == want.dtype and got.shape == want.shape and got.stride() == want.stride()
+            assert torch.equal(got.view(torch.uint8), want.view(torch.uint8)), type(ds).__name__
+        # no copy: the batch is the dataset's tensor itself
+        inputs = stacked.inputs if not isinstance(ds, PairedDataset) else stacked.inputs.raster
+        first = fast[0] if not isinstance(ds, PairedDataset) else fast[0].raster
+        assert first.data_ptr() == inputs.data_ptr()
+        # read as samples: what the dataset gives one at a time, labels as ints
+        for k in (0, -1):
+            x, y = stacked[k]
+            ref_x, ref_y = ds[items[k]]
+            assert type(y) is int and y == ref_y
+            for a, b in zip(x if isinstance(x, SketchPair) else [x], ref_x if isinstance(ref_x, SketchPair) else [ref_x]):
+                assert torch.equal(a, b)
+        assert [y for _, y in stacked[1:3]] == [ds[i][1] for i in items[1:3]]
+    # other lists of samples still go through default_collate
+    plain = [(torch.ones(2), 1), (torch.zeros(2), 4)]
+    x, y = collate_samples(plain)
+    assert x.tolist() == [[1, 1], [0, 0]] and y.tolist() == [1, 4] and y.dtype == torch.int64
+
+
+def test_stacked_samples_need_one_label_per_input():
+    with pytest.raises(ValueError, match="3 inputs but labels of shape"):
+        StackedSamples(torch.zeros(3, 2), [1, 2])
+    with pytest.raises(ValueError, match="2 inputs but labels of shape"):
+        StackedSamples(SketchPair(torch.zeros(2, 1, 4, 4), torch.zeros(2, 5, 4)), [[1, 2]])
 
 
 # ----------------------------------------------------------------------------- the cache
@@ -254,6 +309,102 @@ def test_an_interrupted_cache_build_leaves_no_cache(tmp_path, sample_store, monk
     assert np.array_equal(table.gather([6000]), ds[6000][0].numpy()[None])
 
 
+def _raster_cache(store: Path, name: str = "rasters_S224_w3_centred") -> Path:
+    return store / "train" / name
+
+
+@needs_quickdraw
+def test_rasters_cached_beside_the_store_are_the_drawn_ones(tmp_path, sample_store, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("rasters_*", ".rasters_*"))
+    source = StoreSketches(store, "train")
+    plain = RasterDataset(source, image_size=40)
+    assert plain.cached_rasters() is None and not list((store / "train").glob("rasters_*"))  # off by default
+    idx = np.random.default_rng(4).permutation(len(source))[:200].tolist()
+    for size, levels in ((224, True), (40, False)):
+        cached = RasterDataset(source, image_size=size, ink_levels=levels, cache=True)  # builds it
+        folder = _raster_cache(store, f"rasters_S{size}_w3_centred")
+        meta = json.loads((folder / "meta.json").read_text())
+        assert meta["sketches"] == len(source) and meta["size"] == size and meta["rule"].startswith("opencv-")
+        assert (folder / "levels.npy").stat().st_size == len(source) * size * size + 128
+        batch = cached.__getitems__(idx)
+        drawn = RasterDataset(source, image_size=size, ink_levels=levels).__getitems__(idx)
+        got, want = collate_samples(batch), collate_samples(drawn)
+        assert got[0].dtype == (torch.uint8 if levels else torch.float32) and got[0].shape == (200, 1, size, size)
+        assert torch.equal(got[0].view(torch.uint8), want[0].view(torch.uint8)) and torch.equal(got[1], want[1])
+        x, y = cached[idx[5]]  # the per-sketch reference still draws
+        assert torch.equal(x, got[0][5]) and y == int(got[1][5])
+    assert "drawing the 224 px rasters of split 'train' once" in capsys.readouterr().err
+    # Paired batches read both forms made once: the same batch as drawn
+    paired, paired_drawn = PairedDataset(source, 40, cache=True), PairedDataset(source, 40)
+    assert paired.cached_rasters() is not None and paired_drawn.cached_rasters() is None
+    got, want = collate_samples(paired.__getitems__(idx)), collate_samples(paired_drawn.__getitems__(idx))
+    for a, b in zip(_tensors(got), _tensors(want), strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    # Reused, not rebuilt; pickled for a worker as the folder's name
+    stamp = os.stat(_raster_cache(store) / "levels.npy").st_mtime_ns
+    again = RasterDataset(StoreSketches(store, "train"), cache=True, ink_levels=True)
+    assert os.stat(_raster_cache(store) / "levels.npy").st_mtime_ns == stamp
+    blob = pickle.dumps(again)
+    assert len(blob) < 5000 and torch.equal(pickle.loads(blob).__getitems__([9])[0][0], again[9][0])
+    # A cache made under another rule (another OpenCV, say) is drawn again
+    meta = json.loads((_raster_cache(store) / "meta.json").read_text())
+    (_raster_cache(store) / "meta.json").write_text(json.dumps(dict(meta, rule="opencv-0.0 something else")))
+    RasterDataset(StoreSketches(store, "train"), cache=True)
+    assert json.loads((_raster_cache(store) / "meta.json").read_text())["rule"] == meta["rule"]
+    assert not list((store / "train").glob(".*.partial"))
+    # Training with the cache is training without it
+    assert RasterDataset(SyntheticSketches("train", 2, 3), 32, cache=True).cached_rasters() is None  # no store
+
+
+@needs_quickdraw
+def test_no_raster_cache_without_the_room_or_a_writable_store(tmp_path, sample_store, monkeypatch, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("rasters_*", ".rasters_*"))
+    n = len(StoreSketches(store, "train"))
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(store_module.shutil, "disk_usage",
+                        lambda p: real_usage(p)._replace(free=n * 64 * 64 + store_module.RASTER_FREE_MARGIN - 1))
+    ds = RasterDataset(StoreSketches(store, "train"), image_size=64, cache=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no raster cache for split 'train'" in err[0] and "drawing on the fly" in err[0]
+    assert ds.cached_rasters() is None and not list((store / "train").glob("*rasters_*"))
+    assert torch.equal(ds.__getitems__([3])[0][0], ds[3][0])  # drawn instead
+    monkeypatch.setattr(store_module.shutil, "disk_usage", real_usage)
+
+    def refuse(self, folder, expect, progress):  # tests run as root, where chmod does not stop writes
+        raise OSError(28, "No space left on device", str(folder))
+
+    monkeypatch.setattr(StoreSketches, "_write_raster_cache", refuse)
+    ds = RasterDataset(StoreSketches(store, "train"), image_size=64, cache=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "drawing the 64 px rasters" in err[0]  # what it set out to do, then why it did not
+    assert "No space left on device" in err[1] and "drawn on the fly" in err[1]
+    assert ds.cached_rasters() is None and torch.equal(ds.__getitems__([5])[0][0], ds[5][0])
+
+
+@needs_quickdraw
+def test_an_interrupted_raster_cache_build_leaves_no_cache(tmp_path, sample_store, monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(sample_store, store, ignore=shutil.ignore_patterns("rasters_*", ".rasters_*"))
+    monkeypatch.setattr(store_module, "RASTER_CHUNK", 1000)  # several chunks
+    real, calls = store_module.render_packed, {"n": 0}
+
+    def dies_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "render_packed", dies_on_third)
+    assert StoreSketches(store, "train").raster_levels(32, progress=False, log=lambda _: None) is None
+    left = sorted(p.name for p in (store / "train").glob("*rasters_*"))
+    assert left == [".rasters_S32_w3_centred.lock"]  # no cache, no partial folder (an empty lock file)
+    monkeypatch.setattr(store_module, "render_packed", real)
+    table = StoreSketches(store, "train").raster_levels(32, progress=False, log=lambda _: None)
+    assert np.array_equal(table.gather([6000])[0], RasterDataset(StoreSketches(store, "train"), 32, ink_levels=True)[6000][0][0].numpy())
+
+
 # ----------------------------------------------------------------------------- training
 
 
@@ -312,6 +463,24 @@ def test_training_on_uint8_rasters_is_training_on_floats(tmp_path, small_store, 
     assert len(levels) == 1 and timeless(levels) == timeless(floats)
     for key, value in float_weights.items():
         assert torch.equal(levels_weights[key], value), key
+
+
+@needs_quickdraw
+def test_training_on_cached_rasters_is_training_on_drawn_ones(tmp_path, small_store):
+    def run(tag, cache):
+        cfg = load_config("cnn_rotation_demo", {"data.source": "store", "data.path": str(small_store),
+                                                "train.batch_size": 4, "train.epochs": 1, "train.device": "cpu",
+                                                "train.workers": 0, "data.image_size": 48, "data.raster_cache": cache,
+                                                "train.out": str(tmp_path / tag)})
+        trainer = Trainer(cfg, progress=False)
+        assert (trainer.train_set.cached_rasters() is not None) is cache
+        assert (trainer.val_set.cached_rasters() is not None) is cache
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in trainer.fit()], trainer.model.state_dict()
+
+    (cached, cached_weights), (drawn, drawn_weights) = run("cached", True), run("drawn", False)
+    assert len(cached) == 1 and cached == drawn
+    for key, value in drawn_weights.items():
+        assert torch.equal(cached_weights[key], value), key
 
 
 def test_uint8_rasters_only_where_the_views_take_them(tmp_path):

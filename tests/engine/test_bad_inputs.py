@@ -116,8 +116,8 @@ def test_unreadable_data_path(tmp_path, capsys, monkeypatch):
 def test_empty_split(tmp_path, capsys, monkeypatch, split):
     real = build.build_dataset
 
-    def build_dataset(cfg, name):
-        return torch.utils.data.Subset(real(cfg, name), []) if name == split else real(cfg, name)
+    def build_dataset(cfg, name, *args):
+        return torch.utils.data.Subset(real(cfg, name, *args), []) if name == split else real(cfg, name, *args)
 
     monkeypatch.setattr(build, "build_dataset", build_dataset)
     fails_with(capsys, "tcn", tiny_args(tmp_path), f"experiment '{NAME}': split '{split}' is empty")
