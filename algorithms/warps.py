@@ -11,7 +11,18 @@ A warp of a normalised coordinate t in [0, 1] (paper / released code):
     sin g(t) - sin 2b = 2 cos(a (1 - t) + b t + b) * sin((a - b)(1 - t))
 
 so that f(0) = 0, f(1) = 1 and (for a == b or lam == 0) f(t) = t hold exactly in
-floating point, not just up to rounding; the tests check the two forms agree.
+floating point, not just up to rounding; the tests check the two forms agree. The
+exception is a = 0, b = 1 (the released code's settings, so every named module's axes):
+there g(t) = 2t, and the direct form
+
+    f(t) = t + ((lam / 2) t) * (sin 2t - sin 2)
+
+is already exact at both ends (g(1) = 2 exactly, so the difference is exactly 0) and
+costs one sine where the product form costs a sine and a cosine (a third of the stroke
+deformation views' time). The two forms round differently in float64; after the cast
+to float32 that the stroke views make, they differ on 75 of the 1.07e9 float32 inputs
+in [0, 1] for lam = 2.1 (all below 6.6e-8), by 1 ulp, and on none for lam = -4.1
+(counted exhaustively by ``bench/warp_forms.py``).
 
 A setting is valid when the map never folds (f' >= 0 on [0, 1]).
 
@@ -61,6 +72,9 @@ from torch import Tensor
 #: real folds (the released stroke settings reach -1.1 and -1.7) are far below it.
 FOLD_TOLERANCE: float = 1e-9
 
+#: sin 2 in float64, the constant of the direct form (``AxisWarp.f`` for a = 0, b = 1).
+SIN_2: float = math.sin(2.0)
+
 #: Default number of grid points for ``AxisWarp.min_slope`` (both endpoints included).
 SLOPE_GRID: int = 10001
 
@@ -100,6 +114,12 @@ def _sine_difference(x, a, b, sin: Callable, cos: Callable):
 def _warp(x, lam, a, b, sin: Callable, cos: Callable):
     """f(x) = x + (lam / 2) x (sin g(x) - sin 2b) for numbers or broadcasting tensors."""
     return x + (0.5 * lam) * x * _sine_difference(x, a, b, sin, cos)
+
+
+def _unit_warp(x, half_lam, sin: Callable):
+    """f(x) for a = 0, b = 1 in the direct form: x + (x * (lam / 2)) * (sin 2x - sin 2).
+    ``warp_planes`` makes the same operations in place, in this order (bit for bit)."""
+    return x + (x * half_lam) * (sin(2.0 * x) - SIN_2)
 
 
 @lru_cache(maxsize=256)
@@ -163,6 +183,11 @@ class AxisWarp:
         return self.a == self.b or self.lam == 0.0
 
     @property
+    def is_unit(self) -> bool:
+        """True for a = 0, b = 1 (the released settings): ``f`` takes the direct form."""
+        return self.a == 0.0 and self.b == 1.0
+
+    @property
     def params(self) -> tuple[float, float, float]:
         """The triple (lam, a, b)."""
         return (self.lam, self.a, self.b)
@@ -184,6 +209,8 @@ class AxisWarp:
         """
         x = _as_input(t)
         sin, cos = _trig(x)
+        if self.is_unit:
+            return _as_output(t, _unit_warp(x, 0.5 * self.lam, sin))  # type: ignore[return-value]
         return _as_output(t, _warp(x, self.lam, self.a, self.b, sin, cos))  # type: ignore[return-value]
 
     def df(self, t: T) -> T:
@@ -276,13 +303,13 @@ class DeformationModule:
         The same operations as ``AxisWarp.f`` on each plane, with the two settings as
         (2, 1, ..., 1) tensors of t's dtype, so the result is bit-identical to warping
         each plane on its own, in a third of the torch calls (an identity axis comes back
-        exactly unchanged: its sine difference is sin(0) = 0). Without a gradient to
-        track, the intermediates are reused in place, the factors 2 and 1/2 are left
-        out (see below), and when both axes have a = 0, b = 1 (every module in
-        ``DEFORMATION_MODULES``) four more operations drop out exactly: a u + b t + b is
-        t + 1 (0 * u is a zero that adds nothing) and (a - b) u = -(1 - t) is t - 1
-        (rounding is symmetric in sign; at t = 1 only the sign of a zero sine differs, and
-        t + lam t * (+-0) is t either way): eight torch calls in all.
+        exactly unchanged). When every axis has a = 0, b = 1 or is the identity (every
+        module in ``DEFORMATION_MODULES``) that is ``AxisWarp.f``'s direct form, one sine
+        (an identity axis's plane is then copied back from t), in six torch calls without
+        a gradient to track. Otherwise it is the product form, and without a
+        gradient its intermediates are reused in place with the factors 2 and 1/2 left
+        out (see below). A module with one a = 0, b = 1 axis and one other warping axis
+        warps its planes one at a time.
 
         Args:
             t: (2, ...) floating tensor (float64 for the released precision).
@@ -294,29 +321,59 @@ class DeformationModule:
         """
         if t.dim() < 1 or t.shape[0] != 2:
             raise ValueError(f"warp_planes: need a (2, ...) tensor of x and y planes, got {tuple(t.shape)}")
+        form = _plane_form(self)
+        grad = torch.is_grad_enabled() and t.requires_grad
+        if form == "mixed":
+            warped = torch.stack([self.x.f(t[0]), self.y.f(t[1])])
+            return warped if out is None else out.copy_(warped)
+        if form == "unit":
+            half_lam, sin_2 = _unit_plane_settings(self, t.dtype, t.device, t.dim())
+            if grad:
+                warped = _unit_warp(t, half_lam, torch.sin)
+                if self.x.is_identity or self.y.is_identity:  # t itself, zeros' signs included
+                    warped = torch.stack([t[k] if w.is_identity else warped[k] for k, (_, w) in enumerate(self.axes())])
+            else:  # _unit_warp's operations, in this order, in reused buffers
+                warped = torch.mul(t, half_lam).mul_(torch.add(t, t).sin_().sub_(sin_2)).add_(t)
+                for k, (_, w) in enumerate(self.axes()):
+                    if w.is_identity:  # t itself, zeros' signs included (t + (-0 * 0) * d may be +0)
+                        warped[k].copy_(t[k])
+            # (add_ then copy_ beats one mixed-dtype add into out: 4.4 against 5.1 us here)
+            return warped if out is None else out.copy_(warped)
         lam, a, b, a_minus_b, one = _plane_settings(self, t.dtype, t.device, t.dim())
-        if torch.is_grad_enabled() and t.requires_grad:
+        if grad:
             warped = _warp(t, lam, a, b, torch.sin, torch.cos)
             return warped if out is None else out.copy_(warped)
         # _warp's operations in reused buffers. Its (lam / 2) t * (2 cos * sin) is computed
         # as (lam t) * (cos * sin): scaling by 2 or 1/2 is exact, so each rounding sees the
         # same value times a power of two and the products come out the same bits.
-        if _unit_settings(self):
-            cos_mean = torch.add(t, one).cos_()  # cos(a u + b t + b) = cos(t + 1)
-            sine = torch.sub(t, one).sin_()  # sin((a - b) u) = sin(t - 1)
-        else:
-            u = torch.sub(one, t)
-            cos_mean = torch.mul(u, a).add_(torch.mul(t, b)).add_(b).cos_()  # cos(a u + b t + b)
-            sine = u.mul_(a_minus_b).sin_()  # sin((a - b) u)
+        u = torch.sub(one, t)
+        cos_mean = torch.mul(u, a).add_(torch.mul(t, b)).add_(b).cos_()  # cos(a u + b t + b)
+        sine = u.mul_(a_minus_b).sin_()  # sin((a - b) u)
         warped = torch.mul(t, lam).mul_(sine.mul_(cos_mean)).add_(t)  # t + (lam / 2) t diff
-        # (add_ then copy_ beats one mixed-dtype add into out: 4.4 against 5.1 us here)
         return warped if out is None else out.copy_(warped)
 
 
 @lru_cache(maxsize=64)
-def _unit_settings(module: DeformationModule) -> bool:
-    """True when both axes have a = 0 and b = 1 (``warp_planes``' shorter exact form)."""
-    return all(warp.a == 0.0 and warp.b == 1.0 for _, warp in module.axes())
+def _plane_form(module: DeformationModule) -> str:
+    """How ``warp_planes`` warps a module's planes: "unit" (every axis a = 0, b = 1 or the
+    identity: the direct form), "general" (no a = 0, b = 1 axis that warps: the product
+    form) or "mixed" (one of each: plane by plane)."""
+    unit = [w.is_unit and not w.is_identity for _, w in module.axes()]
+    other = [not w.is_unit and not w.is_identity for _, w in module.axes()]
+    if not any(other):
+        return "unit"
+    return "mixed" if any(unit) else "general"
+
+
+@lru_cache(maxsize=64)
+def _unit_plane_settings(module: DeformationModule, dtype: torch.dtype, device: torch.device,
+                         dims: int) -> tuple[Tensor, Tensor]:
+    """(lam / 2 of the x and y warps as a (2, 1, ..., 1) tensor, 0 for an identity axis (whose
+    plane ``warp_planes`` copies back);
+    sin 2 as a 0-dim tensor), cached like ``_plane_settings``."""
+    half = [0.0 if w.is_identity else 0.5 * w.lam for _, w in module.axes()]
+    half_lam = torch.tensor(half, dtype=torch.float64).to(dtype=dtype, device=device).view(2, *[1] * (dims - 1))
+    return half_lam, torch.tensor(SIN_2, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
 @lru_cache(maxsize=64)

@@ -306,6 +306,49 @@ def test_unit_warp_shortcut_keeps_the_bits_of_each_axis_warp():
             assert module.warp_planes(planes, out=out) is out and same_bits(out, expected.float())
 
 
+def test_mixed_modules_warp_plane_by_plane_with_each_axis_bits():
+    # One a = 0, b = 1 axis (the direct form) and one other warping axis (the product form).
+    g = torch.Generator().manual_seed(5)
+    t = torch.rand(2, 600, generator=g, dtype=torch.float64)
+    t[:, :3] = torch.tensor([0.0, 1.0, -0.0], dtype=torch.float64)[:, None].T
+    for module in (DeformationModule("mix", x=AxisWarp(2.1, 0.0, 1.0), y=AxisWarp(1.0, 0.2, 0.7)),
+                   DeformationModule("mix2", x=AxisWarp(0.5, -0.3, 0.4), y=AxisWarp(-4.1, 0.0, 1.0))):
+        expected = torch.stack([module.x.f(t[0]), module.y.f(t[1])])
+        assert same_bits(module.warp_planes(t), expected), module.name
+        grad_t = t.clone().requires_grad_(True)
+        assert same_bits(module.warp_planes(grad_t).detach(), expected), module.name
+
+
+def test_unit_settings_take_the_direct_form_one_sine():
+    import math
+
+    t = np.concatenate([np.linspace(0.0, 1.0, 257), np.random.default_rng(0).random(500)])
+    for warp in (AxisWarp(2.1, 0.0, 1.0), AxisWarp(-4.1, 0.0, 1.0), AxisWarp(0.3, 0.0, 1.0)):
+        assert warp.is_unit
+        direct = t + (t * (0.5 * warp.lam)) * (np.sin(2.0 * t) - math.sin(2.0))  # by hand, this order
+        assert np.array_equal(warp.f(t), direct)
+        tt = torch.from_numpy(t)
+        assert same_bits(warp.f(tt), tt + (tt * (0.5 * warp.lam)) * (torch.sin(2.0 * tt) - math.sin(2.0)))
+    assert not AxisWarp(2.1, 0.2, 1.0).is_unit and not AxisWarp(2.1, 0.0, 0.9).is_unit
+
+
+def test_direct_and_product_forms_differ_by_at_most_one_float32_ulp():
+    # The stroke views warp float32 coordinates in float64 and cast back. On every float32 in
+    # [0, 1] the two forms' casts differ on 75 (lam 2.1, all below 6.6e-8) and 0 (lam -4.1) of
+    # 1.07e9 inputs (bench/warp_forms.py, run once); here a million of them, never > 1 ulp apart.
+    from algorithms.warps import _warp
+
+    g = torch.Generator().manual_seed(6)
+    t32 = torch.cat([torch.rand(1 << 20, generator=g), torch.linspace(0, 1, 4097),
+                     torch.arange(0, 256, dtype=torch.float32) / 255])
+    t = t32.double()
+    for warp in (AxisWarp(2.1, 0.0, 1.0), AxisWarp(-4.1, 0.0, 1.0)):
+        direct = warp.f(t).float()
+        product = _warp(t, warp.lam, warp.a, warp.b, torch.sin, torch.cos).float()
+        ulps = (direct.view(torch.int32) - product.view(torch.int32)).abs()
+        assert int(ulps.max()) <= 1 and int((ulps > 0).sum()) <= 4, (warp, int((ulps > 0).sum()))
+
+
 # ------------------------------------------------------------------- real Quick, Draw! sketches
 # The equality above on real players' sketches (read in place from ../shared/quickdraw): raw
 # files (coordinates outside 0..255, long strokes) and simplified ones, at the paper's 224 px.
