@@ -6,8 +6,11 @@ per sketch, on one core, from a store prepared from real Quick, Draw! files.
 
 The steps are those the trainer runs for ``cnn_rotation`` with ``--workers 0``: the
 dataset packs and fits the batch (``_packed_fitted``) and draws it (``render_packed``,
-uint8 ink levels), the default collate stacks it, and the rotation views turn the levels
-(``cv2.rotate``) and convert the four views to float32 (``ink_to_float``). Each step runs on
+uint8 ink levels), ``collate_samples`` hands the stacked batch on (the default collate,
+timed beside it, would split and re-stack it), and the rotation views turn the levels
+(``cv2.rotate``) and convert the four views to float32 (``ink_to_float``). With
+``data.raster_cache`` the first two steps become one gather from the rasters drawn once
+(built before the timing). Each step runs on
 the outputs of the step before, made beforehand, over ``--batches`` batches; a figure is the
 best of ``--rounds`` passes. The last rows are the whole views and the whole path.
 """
@@ -36,7 +39,7 @@ from algorithms.base import ink_to_float  # noqa: E402
 from algorithms.rotation import _level_views_cv2  # noqa: E402
 from bench_pipeline import add_sample_arguments  # noqa: E402
 from bench_prepare import _cpu  # noqa: E402
-from data.datasets import RasterDataset  # noqa: E402
+from data.datasets import RasterDataset, collate_samples  # noqa: E402
 from data.prepare import prepare  # noqa: E402
 from data.render import render_packed  # noqa: E402
 from data.store import StoreSketches  # noqa: E402
@@ -75,23 +78,30 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                     progress=False, log=lambda _: None)
         source = StoreSketches(store, "train")
         ds = RasterDataset(source, image_size=args.size, ink_levels=True)
+        cached = RasterDataset(source, image_size=args.size, ink_levels=True, cache=True)
+        if cached.cached_rasters() is None:
+            raise SystemExit(f"{store}: no room for the raster cache (see above)")
         algorithm = build_algorithm("rotation", "raster")
         rng = np.random.default_rng(0)
         orders = [rng.choice(len(ds), size=args.batch, replace=len(ds) < args.batch).tolist()
                   for _ in range(args.batches)]
         packed = [ds._packed_fitted(order) for order in orders]
         items = [ds.__getitems__(order) for order in orders]
-        batches = [default_collate(item) for item in items]
+        batches = [collate_samples(item) for item in items]
         turned = [_level_views_cv2(x) for x, _ in batches]
         steps = (
             ("pack and fit the batch (_packed_fitted)", ds._packed_fitted, orders),
             ("draw (render_packed)", lambda f: render_packed(*f[:3], size=args.size), packed),
             ("dataset in all (__getitems__)", ds.__getitems__, orders),
-            ("collate (uint8)", default_collate, items),
+            ("or: the levels drawn once (data.raster_cache, __getitems__)", cached.__getitems__, orders),
+            ("collate (collate_samples: handed on)", collate_samples, items),
+            ("(default_collate: split and stacked again)", lambda i: default_collate(list(i)), items),
             ("the four turns of the levels (cv2.rotate)", lambda b: _level_views_cv2(b[0]), batches),
             ("the four views to float32 (ink_to_float)", ink_to_float, turned),
             ("views in all (algorithm.views)", lambda b: algorithm.views(*b), batches),
-            ("dataset + collate + views", lambda o: algorithm.views(*default_collate(ds.__getitems__(o))), orders),
+            ("drawn once + collate + views", lambda o: algorithm.views(*collate_samples(cached.__getitems__(o))),
+             orders),
+            ("dataset + collate + views", lambda o: algorithm.views(*collate_samples(ds.__getitems__(o))), orders),
         )
         print(f"machine: {_cpu()}, {os.cpu_count()} logical CPUs; torch {torch.__version__}, OpenCV {cv2.__version__}; "
               f"torch and OpenCV 1 thread; {'freed host memory kept' if kept else 'glibc default malloc'}")

@@ -25,10 +25,11 @@ def test_every_step_is_timed(tmp_path, capsys):
     out = capsys.readouterr().out
     rows = [line.strip("| ").split(" | ") for line in out.splitlines()
             if line.startswith("| ") and "---" not in line and not line.startswith("| step")]
-    assert [r[0] for r in rows] == list(got) and len(rows) == 8
+    assert [r[0] for r in rows] == list(got) and len(rows) == 11
     assert rows[1][0].startswith("draw") and rows[-1][0] == "dataset + collate + views"
     assert all(float(r[1]) == pytest.approx(got[r[0]], abs=0.06) and got[r[0]] > 0 for r in rows)
     assert got["dataset + collate + views"] > max(got["draw (render_packed)"], got["views in all (algorithm.views)"]) * 0.5
+    assert got["drawn once + collate + views"] > got["views in all (algorithm.views)"] * 0.5
 
 
 def test_bad_arguments_are_refused(capsys):
