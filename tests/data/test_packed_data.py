@@ -353,8 +353,16 @@ def test_rasters_cached_beside_the_store_are_the_drawn_ones(tmp_path, sample_sto
     RasterDataset(StoreSketches(store, "train"), cache=True)
     assert json.loads((_raster_cache(store) / "meta.json").read_text())["rule"] == meta["rule"]
     assert not list((store / "train").glob(".*.partial"))
-    # Training with the cache is training without it
-    assert RasterDataset(SyntheticSketches("train", 2, 3), 32, cache=True).cached_rasters() is None  # no store
+    # A damaged cache (cut short, say by a full disk outside this code) is drawn again too
+    levels = _raster_cache(store) / "levels.npy"
+    with open(levels, "r+b") as f:
+        f.truncate(levels.stat().st_size // 2)
+    again = RasterDataset(StoreSketches(store, "train"), cache=True, ink_levels=True)
+    assert levels.stat().st_size == len(source) * 224 * 224 + 128
+    assert torch.equal(again.__getitems__([len(source) - 1])[0][0], again[len(source) - 1][0])
+    # A source that is not a store has no cache to offer: the dataset draws
+    synthetic = RasterDataset(SyntheticSketches("train", 2, 3), 32, cache=True)
+    assert synthetic.cached_rasters() is None and torch.equal(synthetic.__getitems__([4])[0][0], synthetic[4][0])
 
 
 @needs_quickdraw
