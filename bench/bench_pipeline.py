@@ -30,7 +30,9 @@ trainer runs them:
   and ``algorithm.views`` makes the views of the batch (turning levels into float32).
 - **drawn once** (rasters): the batched path with ``data.raster_cache``: the levels are
   gathered from the split's rasters drawn once and cached beside the store (built before
-  the runs, timed) instead of drawn. The same pixels; 50 kB a 224 px sketch on disk.
+  the runs, timed) instead of drawn. The same pixels; 50 kB a 224 px sketch on disk. The
+  trainer does this by default for a split whose cache takes at most 2 GB (this sample's
+  does); **batched** is then its path for larger splits, or ``data.raster_cache=False``.
 
 Every path collates as the trainer does (``data.collate_samples``: a batch the dataset
 built at once is handed on as it is).

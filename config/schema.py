@@ -36,10 +36,11 @@ class DataConfig:
     line_width: float = 3.0  # pen width in 256-box units, scaled with image_size
     max_points: int = 100  # stroke tensor rows (paper: 100)
     center: bool = True  # centre drawings in the box (removes the top-left alignment shortcut)
-    # Raster (and paired) training batches read from a store's rasters drawn once (cached beside the store,
-    # image_size**2 bytes a sketch: 50 kB at 224 px, 192 GB for the paper's 3.8 M sketches;
-    # not built without the room) instead of drawn every epoch. Same pixels. Store only.
-    raster_cache: bool = False
+    # Raster (and paired) training batches read from a store's rasters drawn once (cached beside the
+    # store, image_size**2 bytes a sketch: 50 kB at 224 px, 192 GB for the paper's 3.8 M sketches;
+    # never built without the disk space) instead of drawn every epoch. Same pixels. Store only.
+    # None (default): only a cache of at most 2 GB; True: any size; False: never.
+    raster_cache: Optional[bool] = None
     num_classes: int = 12  # synthetic classes used (a store defines its own)
     train_per_class: int = 200  # pretext training sketches per class (synthetic)
     val_per_class: int = 20  # pretext validation sketches per class (synthetic)

@@ -106,11 +106,13 @@ class _Rasters:
     a quarter of the bytes through the loader, for algorithms that take them
     (:attr:`algorithms.base.Algorithm.takes_ink_levels`; the trainer sets it)."""
 
-    cache: bool
+    cache: bool | None
     """Batches read from the source's cache of rasters drawn once
-    (:meth:`data.store.StoreSketches.raster_levels`) when it has one, instead of drawn."""
+    (:meth:`data.store.StoreSketches.raster_levels`) when it has one, instead of drawn; None:
+    where the source builds one by default (a store: up to 2 GB)."""
 
-    def _set_raster(self, image_size: int, line_width: float, ink_levels: bool = False, cache: bool = False) -> None:
+    def _set_raster(self, image_size: int, line_width: float, ink_levels: bool = False,
+                    cache: bool | None = False) -> None:
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         if line_width <= 0:
@@ -118,20 +120,21 @@ class _Rasters:
         self.image_size = int(image_size)
         self.line_width = float(line_width)
         self.ink_levels = bool(ink_levels)
-        self.cache = bool(cache)
+        self.cache = None if cache is None else bool(cache)
         self._cached: Any = None  # the source's CachedRasters; False: asked, there is none
-        if self.cache and self.batched:
+        if self.cache is not False and self.batched:
             self.cached_rasters()  # here, in the main process: DataLoader workers then share it
 
     def cached_rasters(self) -> Any:
         """The source's rasters drawn once (a ``gather(indices) -> uint8 (B, S, S)`` table)
-        when :attr:`cache` is on and the source can make them, else None. Opened when first
-        asked for."""
-        if not self.cache:
+        when :attr:`cache` asks for them and the source can make them, else None. Opened
+        when first asked for."""
+        if self.cache is False:
             return None
         if self._cached is None:
             opener = getattr(self.source, "raster_levels", None)
-            table = None if opener is None else opener(self.image_size, self.line_width, center=self.center, box=BOX)
+            table = None if opener is None else opener(self.image_size, self.line_width, center=self.center, box=BOX,
+                                                        automatic=self.cache is None)
             self._cached = False if table is None else table
         return self._cached or None
 
@@ -219,11 +222,12 @@ class RasterDataset(_Rasters, _SketchDataset):
         cache: batches (``__getitems__``) read from the source's rasters drawn once, where it
             offers them (a store: :meth:`data.store.StoreSketches.raster_levels`, built on
             first use, S * S bytes a sketch on disk): the same pixels, without drawing.
-            ``dataset[i]`` still draws (the reference).
+            ``dataset[i]`` still draws (the reference). None: only where the source builds
+            one by default (a store: when it takes at most 2 GB).
     """
 
     def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, center: bool = True,
-                 ink_levels: bool = False, cache: bool = False) -> None:
+                 ink_levels: bool = False, cache: bool | None = False) -> None:
         super().__init__(source, center)
         self._set_raster(image_size, line_width, ink_levels, cache)
 
@@ -321,7 +325,7 @@ class PairedDataset(_Rasters, _StrokeTensors, _SketchDataset):
     """
 
     def __init__(self, source: SketchSource, image_size: int = 224, line_width: float = 3.0, max_len: int = 100,
-                 center: bool = True, cache: bool = False) -> None:
+                 center: bool = True, cache: bool | None = False) -> None:
         super().__init__(source, center)
         self._set_raster(image_size, line_width, cache=cache)
         self._set_strokes(max_len)

@@ -359,7 +359,8 @@ class StoreSketches:
 
 
     def raster_levels(self, size: int = 224, line_width: float = 3.0, center: bool = True, box: float = BOX,
-                      progress: bool = True, log: Callable[[str], None] = _stderr) -> "CachedRasters | None":
+                      progress: bool = True, log: Callable[[str], None] = _stderr,
+                      automatic: bool = False) -> "CachedRasters | None":
         """The split's rasters as uint8 ink levels (:func:`data.render.render_packed`), drawn
         once and cached beside the store; None (and a line saying why) where they cannot be.
 
@@ -371,7 +372,9 @@ class StoreSketches:
         50 kB at 224 px, 192 GB for the paper's 3.8 M sketches), so it is only built when
         asked for, and not at all (None) when the disk has less free space than it needs
         plus :data:`RASTER_FREE_MARGIN`, or the store cannot be written: the dataset then
-        draws on the fly, as without a cache.
+        draws on the fly, as without a cache. ``automatic``: asked for by default rather than
+        by the user, so a cache larger than :data:`RASTER_AUTO_BYTES` is not built either
+        (a line says so, and how to build it anyway).
         """
         size, line_width = int(size), float(line_width)
         folder = self.path / self.split / f"rasters_S{size}_w{line_width:g}_{'centred' if center else 'topleft'}"
@@ -382,6 +385,11 @@ class StoreSketches:
         if table is not None:
             return table
         need = self._count * size * size
+        if automatic and need > RASTER_AUTO_BYTES:
+            log(f"[data] no raster cache for split '{self.split}': it would take {need / 1e9:.2f} GB, more than "
+                f"the {RASTER_AUTO_BYTES / 1e9:g} GB built by default; drawing on the fly "
+                "(--set data.raster_cache=True builds it anyway)")
+            return None
         try:
             free = shutil.disk_usage(folder.parent).free
         except OSError:
@@ -484,6 +492,9 @@ RASTER_CHUNK = 1 << 12
 """Sketches drawn at a time when the raster cache is built (200 MB of 224 px levels)."""
 RASTER_FREE_MARGIN = 1 << 30
 """Bytes of free disk a raster cache leaves untouched: without them it is not built."""
+RASTER_AUTO_BYTES = 2_000_000_000
+"""The largest raster cache built by default (``data.raster_cache`` unset): 2 GB, about 40,000
+sketches at 224 px or 160,000 at 112 px. Larger ones are built only when asked for."""
 
 
 def _open_raster_cache(folder: Path, expect: dict) -> "CachedRasters | None":

@@ -43,15 +43,16 @@ def build_source(cfg: ExperimentConfig, split: str):
     return source
 
 
-def build_dataset(cfg: ExperimentConfig, split: str, raster_cache: bool = False) -> torch.utils.data.Dataset:
+def build_dataset(cfg: ExperimentConfig, split: str, raster_cache: bool | None = False) -> torch.utils.data.Dataset:
     """A torch dataset yielding ``(input, class label)`` in the config's modality:
     rasters (1, S, S) in [0, 1], stroke tensors (max_points, 4), or both forms of each
     sketch (``data.SketchPair``, modality "paired"). ``raster_cache``: raster batches from
-    the store's rasters drawn once (the trainer passes ``data.raster_cache``)."""
+    the store's rasters drawn once (the trainer passes ``data.raster_cache``; None: only a
+    small cache, see the config)."""
     return dataset_of(cfg, build_source(cfg, split), raster_cache)
 
 
-def dataset_of(cfg: ExperimentConfig, source, raster_cache: bool = False) -> torch.utils.data.Dataset:
+def dataset_of(cfg: ExperimentConfig, source, raster_cache: bool | None = False) -> torch.utils.data.Dataset:
     """:func:`build_dataset` for any sketch source (e.g. a list of :class:`data.sketch.Sketch`
     read from your own files): the config's modality, size and centring."""
     d = cfg.data

@@ -380,6 +380,19 @@ def test_no_raster_cache_without_the_room_or_a_writable_store(tmp_path, sample_s
     assert torch.equal(ds.__getitems__([3])[0][0], ds[3][0])  # drawn instead
     monkeypatch.setattr(store_module.shutil, "disk_usage", real_usage)
 
+    # By default (cache=None, data.raster_cache unset) only a small cache is built
+    monkeypatch.setattr(store_module, "RASTER_AUTO_BYTES", n * 64 * 64 - 1)
+    ds = RasterDataset(StoreSketches(store, "train"), image_size=64, cache=None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "more than the" in err[0] and "data.raster_cache=True builds it anyway" in err[0]
+    assert ds.cached_rasters() is None and not list((store / "train").glob("*rasters_*"))
+    monkeypatch.setattr(store_module, "RASTER_AUTO_BYTES", n * 64 * 64)
+    ds = RasterDataset(StoreSketches(store, "train"), image_size=64, cache=None)
+    assert ds.cached_rasters() is not None and (store / "train" / "rasters_S64_w3_centred" / "levels.npy").is_file()
+    assert torch.equal(ds.__getitems__([8])[0][0], ds[8][0])
+    shutil.rmtree(store / "train" / "rasters_S64_w3_centred")
+    capsys.readouterr()
+
     def refuse(self, folder, expect, progress):  # tests run as root, where chmod does not stop writes
         raise OSError(28, "No space left on device", str(folder))
 
@@ -475,6 +488,8 @@ def test_training_on_uint8_rasters_is_training_on_floats(tmp_path, small_store, 
 
 @needs_quickdraw
 def test_training_on_cached_rasters_is_training_on_drawn_ones(tmp_path, small_store):
+    assert load_config("cnn_rotation_demo").data.raster_cache is None  # the default: a small cache only
+
     def run(tag, cache):
         cfg = load_config("cnn_rotation_demo", {"data.source": "store", "data.path": str(small_store),
                                                 "train.batch_size": 4, "train.epochs": 1, "train.device": "cpu",
