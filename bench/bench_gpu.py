@@ -157,6 +157,9 @@ def make_config(model: str, args: argparse.Namespace, out: str, mode: str, extra
         "train.workers": 0,
         "data.train_per_class": max(1, math.ceil(args.batch / 12)),
         "data.val_per_class": 1,
+        # Drawn every batch, as at full scale (whose cache would be too large to build by
+        # default): the loader rows measure drawing, not a small store's raster cache.
+        "data.raster_cache": False,
     }
     if args.image_size is not None:
         overrides["data.image_size"] = args.image_size

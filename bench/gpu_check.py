@@ -769,6 +769,9 @@ def child_train(plan: Plan, part: str) -> dict:
         "train.workers": plan.workers, "train.pin_memory": True, "train.persistent_workers": True,
         "train.cudnn_benchmark": True, "train.amp": "bf16", "train.seed": plan.seed,
         "data.val_per_class": plan.val_per_class, "data.num_classes": plan.classes,
+        # Rasters drawn every batch, as at full scale (too large a cache to build by default),
+        # not gathered from a cache of this small store.
+        "data.raster_cache": False,
     }
     if base.data.modality == "raster":
         over["train.channels_last"] = True
