@@ -1,5 +1,5 @@
 """Pretext tasks (rotation, deformation), generic self-supervised methods (SimCLR, BYOL,
-autoencoder), cross-modal methods that train a raster and a stroke encoder together
+VICReg, autoencoder), cross-modal methods that train a raster and a stroke encoder together
 (crossmodal_contrastive, crossmodal_pretext) and the supervised baseline.
 
 A leaf package: it works on tensors and ``torch.nn`` modules only and imports no other
@@ -33,11 +33,23 @@ from .deformation import (
     erase_half,
 )
 from .generic import PLACEHOLDER_OUTPUTS, GenericMethod
-from .losses import accuracy, cross_entropy, info_nce, info_nce_top1, normalized_mse, nt_xent, nt_xent_top1
+from .losses import (
+    VICREG_EPS,
+    accuracy,
+    cross_entropy,
+    info_nce,
+    info_nce_top1,
+    normalized_mse,
+    nt_xent,
+    nt_xent_top1,
+    vicreg_loss,
+    vicreg_terms,
+)
 from .rotation import RotationAlgorithm, rotate_raster, rotate_strokes
 from .simclr import SimCLRAlgorithm
 from .strokes import normalize_strokes, valid_rows
 from .supervised import SupervisedAlgorithm
+from .vicreg import VICRegAlgorithm
 from .warps import DEFORMATION_MODULES, FOLD_TOLERANCE, IDENTITY, AxisWarp, DeformationModule
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
@@ -46,6 +58,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     SupervisedAlgorithm.name: SupervisedAlgorithm,
     SimCLRAlgorithm.name: SimCLRAlgorithm,
     BYOLAlgorithm.name: BYOLAlgorithm,
+    VICRegAlgorithm.name: VICRegAlgorithm,
     AutoencoderAlgorithm.name: AutoencoderAlgorithm,
     CrossModalContrastive.name: CrossModalContrastive,
     CrossModalPretext.name: CrossModalPretext,
@@ -81,6 +94,8 @@ __all__ = [
     "SimCLRAlgorithm",
     "StepOutput",
     "StrokeAugment",
+    "VICREG_EPS",
+    "VICRegAlgorithm",
     "cosine_momentum",
     "ema_update",
     "info_nce",
@@ -110,4 +125,6 @@ __all__ = [
     "rotate_raster",
     "rotate_strokes",
     "valid_rows",
+    "vicreg_loss",
+    "vicreg_terms",
 ]

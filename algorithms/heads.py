@@ -13,15 +13,18 @@ import torch
 from torch import Tensor, nn
 
 
-def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """Linear -> BatchNorm1d -> ReLU -> Linear: SimCLR's projector, BYOL's projector and
-    predictor. (N, in_dim) -> (N, out_dim)."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim),
-        nn.BatchNorm1d(hidden_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_dim, out_dim),
-    )
+def mlp_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2) -> nn.Sequential:
+    """``layers - 1`` blocks of Linear -> BatchNorm1d -> ReLU (width ``hidden_dim``), then a
+    Linear to ``out_dim``: with 2 layers SimCLR's projector and BYOL's projector and
+    predictor, with 3 VICReg's expander. (N, in_dim) -> (N, out_dim)."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 2:
+        raise ValueError(f"mlp_head: layers must be an int >= 2, got {layers!r}")
+    blocks: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers - 1):
+        blocks += [nn.Linear(width, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True)]
+        width = hidden_dim
+    return nn.Sequential(*blocks, nn.Linear(width, out_dim))
 
 
 class RasterDecoder(nn.Module):

@@ -157,3 +157,53 @@ def normalized_mse(p: Tensor, z: Tensor) -> Tensor:
     _pair_check(p, z, "normalized_mse")
     cos = (F.normalize(p.float(), dim=1) * F.normalize(z.float(), dim=1)).sum(dim=1)
     return (2 - 2 * cos).mean()
+
+
+#: VICReg's epsilon under the square root of each dimension's variance (Bardes et al. 2022).
+VICREG_EPS = 1e-4
+
+
+def vicreg_terms(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """VICReg's three terms for two batches of embeddings whose rows pair up (two views of
+    one sample), as the authors' implementation computes them (Bardes, Ponce, LeCun, ICLR
+    2022):
+
+    - invariance: the mean squared difference ``mean((z1 - z2)^2)`` over all N x D numbers;
+    - variance: for each view, the mean over the D dimensions of
+      ``relu(1 - sqrt(var_j + eps))`` (``var_j``: the unbiased variance of dimension j over
+      the batch, eps = :data:`VICREG_EPS`), averaged over the two views;
+    - covariance: for each view, the sum of the squared off-diagonal entries of the
+      (D, D) covariance matrix (unbiased, of the centred batch) divided by D, summed over
+      the two views.
+
+    Args:
+        z1, z2: (N, D) embeddings, N >= 2 (a variance needs two rows).
+
+    Returns:
+        Three scalar float32 tensors: (invariance, variance, covariance).
+    """
+    _pair_check(z1, z2, "vicreg")
+    n, d = z1.shape
+    if n < 2:
+        raise ValueError(f"vicreg: the variance and covariance need a batch of at least 2 rows, got {n}")
+    z1, z2 = z1.float(), z2.float()
+    invariance = F.mse_loss(z1, z2)
+    variance = z1.new_zeros(())
+    covariance = z1.new_zeros(())
+    for z in (z1, z2):
+        z = z - z.mean(dim=0)
+        std = torch.sqrt(z.var(dim=0) + VICREG_EPS)
+        variance = variance + F.relu(1 - std).mean() / 2
+        cov = (z.t() @ z) / (n - 1)
+        off_diagonal = cov.masked_fill(torch.eye(d, dtype=torch.bool, device=cov.device), 0.0)
+        covariance = covariance + off_diagonal.pow(2).sum() / d
+    return invariance, variance, covariance
+
+
+def vicreg_loss(z1: Tensor, z2: Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
+                cov_coeff: float = 1.0) -> Tensor:
+    """VICReg's loss: ``sim_coeff * invariance + std_coeff * variance + cov_coeff *
+    covariance`` of :func:`vicreg_terms` (the paper's coefficients 25, 25 and 1 by default).
+    Scalar float32 tensor."""
+    invariance, variance, covariance = vicreg_terms(z1, z2)
+    return sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance

@@ -144,8 +144,9 @@ class TrainConfig:
     keep_host_memory: bool = True
     # The validation metric that picks best.pt: "val_loss" or "val_<name>" for a metric the
     # algorithm reports (pretext tasks and supervised: "val_acc"; simclr: "val_top1"; byol:
-    # "val_cos"; stroke autoencoder: "val_pen_acc"), and whether higher ("max") or lower
-    # ("min") is better. engine.build checks the algorithm reports it.
+    # "val_cos"; vicreg: "val_inv", "val_var", "val_cov"; stroke autoencoder: "val_pen_acc"), and
+    # whether higher ("max") or lower ("min") is better. engine.build checks the algorithm
+    # reports it.
     best_metric: str = "val_acc"
     best_mode: str = "max"
 

@@ -1,6 +1,6 @@
 """The generic self-supervised methods' pieces against hand-computed answers and naive
 references: NT-Xent and InfoNCE, BYOL's loss, EMA update and momentum schedule, a target that
-gets no gradient, the autoencoders' losses; and the trainer's one step against a plain
+gets no gradient, VICReg's three terms and expander, the autoencoders' losses; and the trainer's one step against a plain
 reference step for the paper's tasks (the same weights, bit for bit, in one process)."""
 
 from __future__ import annotations
@@ -16,14 +16,18 @@ import algorithms
 from algorithms import (
     BYOLAlgorithm,
     Draws,
+    VICRegAlgorithm,
     cosine_momentum,
     ema_update,
     info_nce,
     normalized_mse,
     nt_xent,
     nt_xent_top1,
+    vicreg_loss,
+    vicreg_terms,
 )
 from algorithms.autoencoder import pen_states, stroke_reconstruction_loss
+from algorithms.heads import mlp_head
 from config import ConfigError, load_config
 from engine import build
 from engine.trainer import Trainer
@@ -89,6 +93,104 @@ def test_contrastive_losses_refuse_bad_input():
         nt_xent(torch.zeros(2, 3), torch.zeros(3, 3), 0.5)
     with pytest.raises(ValueError, match="temperature must be > 0"):
         info_nce(torch.ones(2, 3), torch.ones(2, 3), 0.0)
+
+
+# ---------------------------------------------------------------- VICReg
+def test_vicreg_terms_on_a_hand_computed_two_by_two_case():
+    # z1 rows (1, 2), (3, 4): centred (-1, -1), (1, 1); unbiased variances 2, 2 (std above 1:
+    # no hinge); covariance [[2, 2], [2, 2]]: off-diagonal squares 4 + 4, / D = 4.
+    # z2 rows (1, 2), (1, 2.5): centred (0, -0.25), (0, 0.25); variances 0 and 0.125; hinges
+    # 1 - sqrt(1e-4) and 1 - sqrt(0.1251); covariance diag(0, 0.125): no off-diagonal.
+    # Invariance: squared differences 0, 0, 4, 2.25 -> mean 1.5625.
+    z1 = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    z2 = torch.tensor([[1.0, 2.0], [1.0, 2.5]])
+    inv, var, cov = vicreg_terms(z1, z2)
+    want_var = (0.0 + ((1 - math.sqrt(1e-4)) + (1 - math.sqrt(0.125 + 1e-4))) / 2) / 2
+    assert inv.item() == pytest.approx(1.5625, rel=1e-6)
+    assert var.item() == pytest.approx(want_var, rel=1e-6)
+    assert cov.item() == pytest.approx(4.0, rel=1e-6)
+    assert vicreg_loss(z1, z2).item() == pytest.approx(25 * 1.5625 + 25 * want_var + 4.0, rel=1e-6)
+    assert vicreg_loss(z1, z2, 1.0, 2.0, 3.0).item() == pytest.approx(1.5625 + 2 * want_var + 12.0, rel=1e-6)
+
+
+def test_vicreg_terms_match_a_naive_loop_on_random_embeddings():
+    g = torch.Generator().manual_seed(3)
+    z1, z2 = torch.randn(6, 5, generator=g), 0.4 * torch.randn(6, 5, generator=g)
+    a, b = z1.double().tolist(), z2.double().tolist()
+    n, d = 6, 5
+    inv = sum((a[i][j] - b[i][j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
+    var = cov = 0.0
+    for z in (a, b):
+        means = [sum(z[i][j] for i in range(n)) / n for j in range(d)]
+        c = [[sum((z[i][j] - means[j]) * (z[i][k] - means[k]) for i in range(n)) / (n - 1) for k in range(d)]
+             for j in range(d)]
+        var += sum(max(0.0, 1 - math.sqrt(c[j][j] + 1e-4)) for j in range(d)) / d / 2
+        cov += sum(c[j][k] ** 2 for j in range(d) for k in range(d) if j != k) / d
+    got = vicreg_terms(z1, z2)
+    assert [t.dtype for t in got] == [torch.float32] * 3
+    assert [t.item() for t in got] == pytest.approx([inv, var, cov], rel=1e-5)
+    assert var > 0 and cov > 0  # both penalties are active in this case
+
+
+def test_vicreg_loss_is_zero_for_identical_decorrelated_unit_variance_views():
+    # Centred orthogonal columns with unbiased variance 1: nothing to pull, hinge or decorrelate.
+    c = math.sqrt(3) / 2
+    z = c * torch.tensor([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]])
+    inv, var, cov = vicreg_terms(z, z.clone())
+    assert (inv.item(), var.item(), cov.item()) == (0.0, 0.0, 0.0)
+    # Collapse is what the variance term punishes: every row the same gives 1 - sqrt(eps).
+    same = torch.ones(4, 3)
+    assert vicreg_terms(same, same)[1].item() == pytest.approx(1 - math.sqrt(1e-4), rel=1e-6)
+
+
+def test_vicreg_refuses_bad_input_and_bad_settings():
+    with pytest.raises(ValueError, match="vicreg: .*at least 2 rows, got 1"):
+        vicreg_terms(torch.zeros(1, 3), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="same shape"):
+        vicreg_terms(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="vicreg: proj_layers must be at least 2"):
+        algorithms.build_algorithm("vicreg", "stroke", proj_layers=1)
+    with pytest.raises(ValueError, match="vicreg: std_coeff must be a positive float"):
+        algorithms.build_algorithm("vicreg", "raster", std_coeff=0)
+
+
+def test_mlp_head_of_two_layers_is_the_projector_it_always_was_and_three_is_vicregs_expander():
+    # Two layers: the same modules, built from the same random numbers, as before the layer count.
+    torch.manual_seed(0)
+    got = mlp_head(5, 7, 3)
+    torch.manual_seed(0)
+    want = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7), torch.nn.ReLU(), torch.nn.Linear(7, 3))
+    assert list(got.state_dict()) == list(want.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), want.state_dict().values()))
+    expander = mlp_head(5, 7, 3, layers=3)
+    assert [type(m).__name__ for m in expander] == ["Linear", "BatchNorm1d", "ReLU"] * 2 + ["Linear"]
+    assert [m.weight.shape for m in expander if isinstance(m, torch.nn.Linear)] == [(7, 5), (7, 7), (3, 7)]
+    with pytest.raises(ValueError, match="layers must be an int >= 2"):
+        mlp_head(5, 7, 3, layers=1)
+
+
+def test_vicreg_step_reports_its_three_terms_and_trains_expander_and_encoder():
+    cfg = load_config("tcn_vicreg", {**TINY_TCN, "data.num_classes": 2, "data.train_per_class": 3})
+    algorithm = VICRegAlgorithm("stroke", proj_hidden_dim=16, proj_dim=8)
+    torch.manual_seed(0)
+    encoder = build.build_model(cfg, algorithms.PLACEHOLDER_OUTPUTS)
+    train_set = build.build_dataset(cfg, "train")
+    x = torch.stack([train_set[i][0] for i in range(6)])
+    nets = algorithm.build_networks(encoder, "fc", x[:2])
+    assert list(nets.heads) == ["expander"] and nets.target is None
+    views = algorithm.prepare(x, None, Draws(torch.Generator().manual_seed(0)))
+    nets.train()
+    out = nets(views)
+    assert out.count == 12 and set(out.metrics) == {"inv", "var", "cov"}
+    z = nets.heads["expander"](algorithm.encode(nets.encoder, torch.cat(views))).float()
+    inv, var, cov = (t.item() for t in vicreg_terms(z[:6], z[6:]))
+    assert out.metrics == pytest.approx({"inv": inv, "var": var, "cov": cov}, rel=1e-5)
+    assert out.loss.item() == pytest.approx(25 * inv + 25 * var + cov, rel=1e-5)
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in nets.heads.parameters() if p.dim() > 1)
+    weights = {n: p for n, p in encoder.named_parameters() if p.dim() > 1}
+    assert weights["classifier.weight"].grad is None  # the placeholder classifier is not on the path
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in weights.items() if n != "classifier.weight")
 
 
 # ---------------------------------------------------------------- BYOL
@@ -188,7 +290,8 @@ def test_raster_autoencoder_target_is_the_ink_coverage():
 
 # ---------------------------------------------------------------- configs
 def test_generic_configs_are_checked_like_every_config():
-    for name in ("cnn_simclr", "tcn_simclr", "cnn_byol", "tcn_byol", "cnn_autoencoder", "tcn_autoencoder"):
+    for name in ("cnn_simclr", "tcn_simclr", "cnn_byol", "tcn_byol", "cnn_vicreg", "tcn_vicreg", "cnn_autoencoder",
+                 "tcn_autoencoder"):
         cfg = load_config(name)
         algorithm = build.build_algorithm(cfg)
         assert not algorithm.uses_logits and build.head_size(cfg, algorithm) == algorithms.PLACEHOLDER_OUTPUTS
