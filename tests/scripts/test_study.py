@@ -308,6 +308,14 @@ def test_document_sections_are_replaced_between_markers_only():
         assert f"<!-- {name}:begin -->" in doc and f"<!-- {name}:end -->" in doc
 
 
+def test_the_documented_command_list_is_what_dry_run_prints():
+    # docs/REPRODUCTION.md says its command list is `--dry-run`'s output: a method or row
+    # added to the plan without regenerating the list fails here.
+    doc = study.DOC.read_text()
+    listed = doc.split("<!-- study-commands:begin -->\n", 1)[1].split("\n<!-- study-commands:end -->", 1)[0]
+    assert listed == study.commands_markdown(study.plan(Path("study"), "cpu", "../shared/quickdraw"))
+
+
 def test_an_existing_store_is_reused_only_for_the_same_prepare_command(tmp_path, capsys):
     work = tmp_path / "work"
     (work / "store").mkdir(parents=True)
