@@ -190,13 +190,13 @@ def vicreg_terms(z1: Tensor, z2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     invariance = F.mse_loss(z1, z2)
     variance = z1.new_zeros(())
     covariance = z1.new_zeros(())
+    diagonal = torch.eye(d, dtype=torch.bool, device=z1.device)
     for z in (z1, z2):
         z = z - z.mean(dim=0)
         std = torch.sqrt(z.var(dim=0) + VICREG_EPS)
         variance = variance + F.relu(1 - std).mean() / 2
         cov = (z.t() @ z) / (n - 1)
-        off_diagonal = cov.masked_fill(torch.eye(d, dtype=torch.bool, device=cov.device), 0.0)
-        covariance = covariance + off_diagonal.pow(2).sum() / d
+        covariance = covariance + cov.masked_fill(diagonal, 0.0).pow(2).sum() / d
     return invariance, variance, covariance
 
 

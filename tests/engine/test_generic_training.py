@@ -124,6 +124,14 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(tmp_path, monkeypatch, c
 
 
 # ---------------------------------------------------------------- torchrun
+def embedding_loss(algorithm, z1, z2):
+    """The loss of a GLOBAL_BATCH method from its loss function (each tested against a
+    naive loop), not through the algorithm's forward."""
+    if algorithm.name == "simclr":
+        return nt_xent(z1, z2, algorithm.temperature)
+    return vicreg_loss(z1, z2, algorithm.sim_coeff, algorithm.std_coeff, algorithm.cov_coeff)
+
+
 def reference_run(cfg, world: int = 2, local_negatives: bool = False):
     """One process doing what ``world`` DDP processes with per-process batch norm do: each
     rank's rows through the networks with rank 0's buffers kept; augmentations drawn for the
@@ -171,17 +179,13 @@ def reference_run(cfg, world: int = 2, local_negatives: bool = False):
                     outputs[rank] = (z[:b], z[b:])
                 else:
                     outputs[rank] = nets(views)
-            if algorithm.name == "simclr":
-                method_loss = lambda z1, z2: nt_xent(z1, z2, algorithm.temperature)  # noqa: E731
-            else:  # the loss function (tested against a naive loop), not the algorithm's forward
-                method_loss = lambda z1, z2: vicreg_loss(z1, z2, 25.0, 25.0, 1.0)  # noqa: E731
             if algorithm.name in GLOBAL_BATCH and not local_negatives:
                 z1 = torch.cat([outputs[r][0] for r in range(world)])
                 z2 = torch.cat([outputs[r][1] for r in range(world)])
-                loss = method_loss(z1, z2)
+                loss = embedding_loss(algorithm, z1, z2)
                 loss_sum += loss.item() * 2 * b * world
             elif algorithm.name in GLOBAL_BATCH:
-                parts = [method_loss(*outputs[r]) for r in range(world)]
+                parts = [embedding_loss(algorithm, *outputs[r]) for r in range(world)]
                 loss = sum(parts) / world
                 loss_sum += sum(p.item() for p in parts) * 2 * b
             else:
