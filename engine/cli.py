@@ -164,9 +164,11 @@ def train_main(branch: str, argv: Sequence[str] | None = None) -> int:
 
     def go() -> None:
         cfg = load_for_branch(args.exp, branch, overrides_from_args(args))
-        try:
-            Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
-        finally:
-            distributed.cleanup()  # leave the torchrun process group, if any
+        Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
 
-    return run_cli(go)
+    try:
+        return run_cli(go)
+    finally:
+        # Leave the torchrun process group, if any, here: run_cli has handled the error (if
+        # one was raised), so no traceback keeps the trainer, and the group, alive.
+        distributed.cleanup()
