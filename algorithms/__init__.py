@@ -1,5 +1,5 @@
 """Pretext tasks (rotation, deformation), generic self-supervised methods (SimCLR, BYOL,
-VICReg, autoencoder), cross-modal methods that train a raster and a stroke encoder together
+VICReg, autoencoder, denoising autoencoder), cross-modal methods that train a raster and a stroke encoder together
 (crossmodal_contrastive, crossmodal_pretext) and the supervised baseline.
 
 A leaf package: it works on tensors and ``torch.nn`` modules only and imports no other
@@ -24,6 +24,7 @@ from .autoencoder import AutoencoderAlgorithm
 from .base import MODALITIES, PAIRED, Algorithm, Draws, Networks, PretextAlgorithm, StepOutput
 from .crossmodal import CrossModalContrastive, CrossModalPretext
 from .byol import BYOLAlgorithm, cosine_momentum, ema_update
+from .denoising import DenoisingAutoencoderAlgorithm, mask_raster_cells, mask_stroke_points
 from .deformation import (
     DeformationAlgorithm,
     deform_raster,
@@ -60,6 +61,7 @@ ALGORITHMS: dict[str, type[Algorithm]] = {
     BYOLAlgorithm.name: BYOLAlgorithm,
     VICRegAlgorithm.name: VICRegAlgorithm,
     AutoencoderAlgorithm.name: AutoencoderAlgorithm,
+    DenoisingAutoencoderAlgorithm.name: DenoisingAutoencoderAlgorithm,
     CrossModalContrastive.name: CrossModalContrastive,
     CrossModalPretext.name: CrossModalPretext,
 }
@@ -84,6 +86,7 @@ __all__ = [
     "BYOLAlgorithm",
     "CrossModalContrastive",
     "CrossModalPretext",
+    "DenoisingAutoencoderAlgorithm",
     "PAIRED",
     "info_nce_top1",
     "Draws",
@@ -121,6 +124,8 @@ __all__ = [
     "deform_strokes",
     "destination_indices",
     "erase_half",
+    "mask_raster_cells",
+    "mask_stroke_points",
     "normalize_strokes",
     "rotate_raster",
     "rotate_strokes",

@@ -19,7 +19,7 @@ are the project's public entry points (``python -m data.prepare``, ``train_cnn.p
 2. **train** every experiment with the study's overrides (smaller rasters, fewer epochs,
    smaller batches: :data:`SCALES`); TCN and AlexNet-BN runs for several seeds, the
    ResNet (slow, and untrained at this scale) and the dilated TCN at the full scale only;
-   the generic self-supervised baselines (SimCLR, BYOL, VICReg, autoencoder: ``GENERIC``) on the same encoders with the same
+   the generic self-supervised baselines (SimCLR, BYOL, VICReg, autoencoder, denoising autoencoder: ``GENERIC``) on the same encoders with the same
    overrides, for the seeds ``SCALES[...]["generic_*_seeds"]`` name; the cross-modal runs
    (CNN + TCN pretrained together, ``DUAL_RUNS``) with the CNN's overrides;
 3. **evaluate** groups of rows with ``eval_retrieval.py`` (retrieval mAP, precision@K,
@@ -134,7 +134,7 @@ DILATED_RUN = "tcn_rotation_dilated"
 # Runs trained and evaluated for their own seed list (SCALES[...][key]), not their branch's.
 OWN_SEEDS = {RESNET_RUN: "resnet_seeds", DILATED_RUN: "dilated_seeds"}
 # The generic self-supervised baselines, each on both branches (config/{cnn,tcn}_<method>.py).
-GENERIC = ("simclr", "byol", "vicreg", "autoencoder")
+GENERIC = ("simclr", "byol", "vicreg", "autoencoder", "denoising")
 CNN_GENERIC_RUNS = tuple(f"cnn_{m}" for m in GENERIC)
 TCN_GENERIC_RUNS = tuple(f"tcn_{m}" for m in GENERIC)
 # Beyond the paper (issue 18): a CNN and a TCN pretrained together on the two forms of the
@@ -331,6 +331,7 @@ TABLE = (
     ("cnn_byol", "AlexNet-BN, BYOL (`cnn_byol`, generic)", "random_alexnet"),
     ("cnn_vicreg", "AlexNet-BN, VICReg (`cnn_vicreg`, generic)", "random_alexnet"),
     ("cnn_autoencoder", "AlexNet-BN, autoencoder (`cnn_autoencoder`, generic)", "random_alexnet"),
+    ("cnn_denoising", "AlexNet-BN, denoising autoencoder (`cnn_denoising`, generic)", "random_alexnet"),
     ("random_resnet", "random init, ResNet-18 (CNN)", None),
     ("cnn_rotation_resnet", "ResNet-18, rotation (`cnn_rotation_resnet`)", "random_resnet"),
     ("random_tcn", "random init, TCN", None),
@@ -340,6 +341,7 @@ TABLE = (
     ("tcn_byol", "TCN, BYOL (`tcn_byol`, generic)", "random_tcn"),
     ("tcn_vicreg", "TCN, VICReg (`tcn_vicreg`, generic)", "random_tcn"),
     ("tcn_autoencoder", "TCN, autoencoder (`tcn_autoencoder`, generic)", "random_tcn"),
+    ("tcn_denoising", "TCN, denoising autoencoder (`tcn_denoising`, generic)", "random_tcn"),
     ("random_tcn_dilated", "random init, dilated TCN", None),
     ("tcn_rotation_dilated", "dilated TCN, rotation (`tcn_rotation_dilated`)", "random_tcn_dilated"),
     ("fuse_dual", "fusion CNN + TCN: cnn_rotation + tcn_rotation (dual branch)", "random_fuse_dual"),
@@ -348,6 +350,7 @@ TABLE = (
     ("fuse_dual_byol", "fusion CNN + TCN: cnn_byol + tcn_byol (generic dual branch)", None),
     ("fuse_dual_vicreg", "fusion CNN + TCN: cnn_vicreg + tcn_vicreg (generic dual branch)", None),
     ("fuse_dual_autoencoder", "fusion CNN + TCN: cnn_autoencoder + tcn_autoencoder (generic dual branch)", None),
+    ("fuse_dual_denoising", "fusion CNN + TCN: cnn_denoising + tcn_denoising (generic dual branch)", None),
     ("tcn_rotation_sgd", "TCN, rotation trained as the paired runs train their TCN (SGD, the CNN's schedule, "
      "4 epochs; a control)", "random_tcn"),
     ("dual_crossmodal_raster", "AlexNet-BN branch of `dual_crossmodal` (CNN + TCN, cross-modal InfoNCE)",

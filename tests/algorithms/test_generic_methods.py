@@ -1,6 +1,6 @@
 """The generic self-supervised methods' pieces against hand-computed answers and naive
 references: NT-Xent and InfoNCE, BYOL's loss, EMA update and momentum schedule, a target that
-gets no gradient, VICReg's three terms and expander, the autoencoders' losses; and the trainer's one step against a plain
+gets no gradient, VICReg's three terms and expander, the autoencoders' losses, the denoising autoencoder's masks; and the trainer's one step against a plain
 reference step for the paper's tasks (the same weights, bit for bit, in one process)."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from algorithms import (
     vicreg_terms,
 )
 from algorithms.autoencoder import pen_states, stroke_reconstruction_loss
+from algorithms.denoising import mask_raster_cells, mask_stroke_points
 from algorithms.heads import mlp_head
 from config import ConfigError, load_config
 from engine import build
@@ -288,10 +289,101 @@ def test_raster_autoencoder_target_is_the_ink_coverage():
         algorithms.build_algorithm("autoencoder", "raster", recon_size=24)
 
 
+# ---------------------------------------------------------------- denoising autoencoder
+def test_raster_cells_are_blanked_whole_and_tile_the_image():
+    # 7 px in 3 cells per side: rows 0-2 in cell 0, 3-4 in cell 1, 5-6 in cell 2 (floor(i * 3 / 7)).
+    x = torch.rand(2, 3, 7, 7) + 0.5
+    keep = torch.tensor([[[True, False, True], [True, True, True], [False, True, True]],
+                         [[True, True, True], [True, True, True], [True, True, True]]])
+    out = mask_raster_cells(x, keep)
+    bounds = [(0, 3), (3, 5), (5, 7)]
+    expected = x.clone()
+    for (i, j) in [(0, 1), (2, 0)]:
+        (r0, r1), (c0, c1) = bounds[i], bounds[j]
+        expected[0, :, r0:r1, c0:c1] = 0
+    assert torch.equal(out, expected)
+    assert (out[0] == 0).sum().item() == 3 * (3 * 2 + 2 * 3)  # two cells of 3 x 2 and 2 x 3, every channel
+
+
+def test_stroke_masking_zeroes_coordinates_of_masked_rows_only():
+    x = torch.tensor([[[0.2, 0.4, 1.0, 0.0], [0.6, 0.8, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]])
+    out = mask_stroke_points(x, torch.tensor([[False, True, False]]))
+    assert torch.equal(out, torch.tensor([[[0.2, 0.4, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]]))
+    assert x[0, 1, 0] == 0.6  # the input is left alone
+
+
+def test_denoising_masks_drawn_points_at_the_rate_and_splits_like_the_other_draws():
+    algorithm = algorithms.build_algorithm("denoising", "stroke", mask_ratio=0.3)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 100, 4)
+    x[..., 2] = 1.0
+    x[..., 3] = 0.0
+    x[:, 60:] = 0.0  # 40 rows of padding per sketch
+    corrupted, target, masked = algorithm.prepare(x, None, Draws(gen))
+    assert torch.equal(target, x)
+    assert not masked[:, 60:].any() and torch.equal(corrupted[:, 60:], x[:, 60:])
+    assert torch.equal(corrupted[..., 2:], x[..., 2:])  # pen columns kept
+    assert (corrupted[..., :2][masked] == 0).all() and torch.equal(corrupted[~masked], x[~masked])
+    assert masked.sum().item() / (64 * 60) == pytest.approx(0.3, abs=0.02)  # 3,840 draws
+    # Two processes holding rows 0, 2, 4, ... and 1, 3, 5, ... mask them as one process does.
+    for rank in (0, 1):
+        part = algorithm.prepare(x[rank::2], None, Draws(torch.Generator().manual_seed(0), rank, 2))
+        assert torch.equal(part[2], masked[rank::2]) and torch.equal(part[0], corrupted[rank::2])
+
+
+def test_denoising_raster_input_is_masked_and_target_is_the_clean_coverage():
+    algorithm = algorithms.build_algorithm("denoising", "raster", mask_grid=4, recon_size=8)
+    x = torch.rand(16, 3, 32, 32)
+    corrupted, target = algorithm.prepare(x, None, Draws(torch.Generator().manual_seed(1)))
+    assert torch.equal(target, F.adaptive_avg_pool2d(x[:, :1], 8))
+    kept = corrupted.reshape(16, 3, 4, 8, 4, 8).ne(0).all(dim=(1, 3, 5))  # whole 8 x 8 cells kept ...
+    blank = corrupted.reshape(16, 3, 4, 8, 4, 8).eq(0).all(dim=(1, 3, 5))  # ... or blanked
+    assert torch.equal(kept, ~blank) and 0 < blank.float().mean().item() < 1
+    assert torch.equal(corrupted, x * (~blank).repeat_interleave(8, 1).repeat_interleave(8, 2)[:, None])
+
+
+def test_denoising_loss_is_the_autoencoders_on_the_clean_target_and_reports_the_masked_error():
+    torch.manual_seed(0)
+    cfg = load_config("tcn_denoising", {**TINY_TCN, "algorithm.params": {"decoder_hidden_dim": 16, "mask_ratio": 0.5}})
+    algorithm = build.build_algorithm(cfg)
+    nets = build.build_networks(cfg, algorithm, build.build_model(cfg, build.head_size(cfg, algorithm))).eval()
+    x = torch.rand(4, 100, 4)
+    x[..., 2], x[..., 3] = 1.0, 0.0
+    x[:, 50:] = 0.0
+    views = algorithm.prepare(x, None, Draws(torch.Generator().manual_seed(2)))
+    out = nets(views)
+    coords, pen_logits = nets.heads["decoder"](nets.encoder(views[0], out_feat_keys="fc").flatten(1))
+    loss, pen_acc = stroke_reconstruction_loss(coords, pen_logits, x)
+    error = ((coords - x[..., :2]) ** 2).sum(-1)
+    assert out.loss.item() == pytest.approx(loss.item(), rel=1e-6)
+    assert out.metrics["pen_acc"] == pytest.approx(pen_acc.item())
+    assert out.metrics["masked_err"] == pytest.approx(error[views[2]].mean().item(), rel=1e-5)
+    assert out.metrics["masked_err"] != pytest.approx(error[x[..., 2] > 0].mean().item(), rel=1e-3)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"mask_ratio": 0}, "mask_ratio must be a number in \\(0, 1\\), got 0"),
+    ({"mask_ratio": 1.0}, "mask_ratio must be a number in \\(0, 1\\), got 1.0"),
+    ({"mask_ratio": True}, "mask_ratio must be a number in \\(0, 1\\), got True"),
+    ({"mask_ratio": "0.5"}, "mask_ratio must be a number"),
+    ({"mask_grid": 0}, "denoising: mask_grid must be a positive int, got 0"),
+])
+def test_denoising_refuses_bad_settings(params, message):
+    with pytest.raises(ValueError, match=message):
+        algorithms.build_algorithm("denoising", "raster", **params)
+
+
+def test_denoising_needs_draws_and_defaults_per_modality():
+    assert algorithms.build_algorithm("denoising", "raster").mask_ratio == 0.5
+    assert algorithms.build_algorithm("denoising", "stroke").mask_ratio == 0.15
+    with pytest.raises(ValueError, match="denoising: prepare needs random draws"):
+        algorithms.build_algorithm("denoising", "stroke").prepare(torch.zeros(1, 100, 4), None)
+
+
 # ---------------------------------------------------------------- configs
 def test_generic_configs_are_checked_like_every_config():
     for name in ("cnn_simclr", "tcn_simclr", "cnn_byol", "tcn_byol", "cnn_vicreg", "tcn_vicreg", "cnn_autoencoder",
-                 "tcn_autoencoder"):
+                 "tcn_autoencoder", "cnn_denoising", "tcn_denoising"):
         cfg = load_config(name)
         algorithm = build.build_algorithm(cfg)
         assert not algorithm.uses_logits and build.head_size(cfg, algorithm) == algorithms.PLACEHOLDER_OUTPUTS

@@ -37,8 +37,11 @@ HEADS = {
     "byol": {"proj_hidden_dim": 16, "proj_dim": 8, "pred_hidden_dim": 16, "momentum": 0.9},
     "vicreg": {"proj_hidden_dim": 16, "proj_dim": 8, "proj_layers": 3},
     "autoencoder": {"decoder_hidden_dim": 16, "decoder_width": 16, "recon_size": 8},
+    "denoising": {"decoder_hidden_dim": 16, "decoder_width": 16, "recon_size": 8},
 }
-NAMES = [f"{b}_{m}" for m in ("simclr", "byol", "vicreg", "autoencoder") for b in ("tcn", "cnn")]
+NAMES = [f"{b}_{m}" for m in ("simclr", "byol", "vicreg", "autoencoder", "denoising") for b in ("tcn", "cnn")]
+# Methods that see each sketch once per step (the others see two views of it).
+ONE_VIEW = ("autoencoder", "denoising")
 # Methods whose loss reads the gathered global batch under torchrun (not a mean of per-rank losses).
 GLOBAL_BATCH = {"simclr": "projector", "vicreg": "expander"}
 
@@ -46,7 +49,7 @@ GLOBAL_BATCH = {"simclr": "projector", "vicreg": "expander"}
 def settings(name: str) -> dict:
     method = name.split("_", 1)[1]
     heads = dict(HEADS[method])
-    if method == "autoencoder":  # each branch's decoder takes its own settings
+    if method in ONE_VIEW:  # each branch's decoder takes its own settings
         keep = ("recon_size", "decoder_width") if name.startswith("cnn") else ("decoder_hidden_dim",)
         heads = {k: v for k, v in heads.items() if k in keep}
     return {**DATA, **(CNN if name.startswith("cnn") else TCN), "algorithm.params": heads}
@@ -191,7 +194,7 @@ def reference_run(cfg, world: int = 2, local_negatives: bool = False):
             else:
                 loss = sum(outputs[r].loss for r in range(world)) / world
                 loss_sum += sum(outputs[r].loss.item() * outputs[r].count for r in range(world))
-            count += sum(2 * b if algorithm.name != "autoencoder" else b for _ in range(world))
+            count += sum(b if algorithm.name in ONE_VIEW else 2 * b for _ in range(world))
             loss.backward()
             optimizer.step()
             algorithm.after_step(nets, done, total)
@@ -201,7 +204,7 @@ def reference_run(cfg, world: int = 2, local_negatives: bool = False):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tcn_simclr", "tcn_byol", "tcn_vicreg", "tcn_autoencoder"])
+@pytest.mark.parametrize("name", ["tcn_simclr", "tcn_byol", "tcn_vicreg", "tcn_autoencoder", "tcn_denoising"])
 def test_torchrun_two_processes_match_the_single_process_reference(tmp_path, name):
     args = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
             "train_tcn.py"] + args_for(name, tmp_path, 2)
