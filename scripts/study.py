@@ -1,6 +1,6 @@
 """The reproduction study (issue 8): pretrain, evaluate and tabulate on real Quick, Draw! sketches.
 
-    python scripts/study.py                        # the whole CPU study, ~2.25 h on 2 cores (135 min of step timings)
+    python scripts/study.py                        # the whole CPU study, ~2.3 h on 2 cores (140 min of step timings)
     python scripts/study.py --dry-run              # print every command, run nothing
     python scripts/study.py --scale full --dry-run # the same study at the paper's scale (GPU)
     python scripts/study.py --table-only           # rebuild the table from finished runs
@@ -55,8 +55,8 @@ COMMITTED = ROOT / "docs" / "reproduction" / "results.json"
 
 # ----------------------------------------------------------------------------- the study
 SCALES = {
-    # What runs on 2 CPU cores in about 2.25 h: 123 min measured for the 69 steps before VICReg,
-    # 135 by the step timings of all 73 (issue 17 asks for under about 2.5 h).
+    # What runs on 2 CPU cores in about 2.3 h: 123 min measured for the 69 steps before VICReg,
+    # 140 by the step timings of all 77 (issue 17 asks for under about 2.5 h).
     # Pretraining sketches are few (about 3,300), so batches are small enough to give each
     # epoch ~50 steps. Reduced to fit (measured costs: docs/REPRODUCTION.md, the table's
     # wall-clock column and "The first run"): no ResNet-18 and no dilated TCN rows (27 min;
