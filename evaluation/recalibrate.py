@@ -27,12 +27,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from config import ConfigError, apply_overrides
-from config.schema import from_dict
+from config import ConfigError
 from data import collate_samples
 from engine import build
 from engine.cli import parse_set, run_cli
-from utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from evaluation import encoders
+from utils.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["batch_norm_layers", "recalibrate_batch_norm", "recalibrate_checkpoint", "recalibrate_main"]
 
@@ -86,17 +86,11 @@ def recalibrate_checkpoint(src: str | Path, dst: str | Path, overrides: dict | N
     if max_sketches is not None and max_sketches < batch_size:
         raise ConfigError(f"--max-sketches must be at least --batch-size ({batch_size}), got {max_sketches}")
     state = load_checkpoint(src)
-    try:
-        cfg = from_dict(apply_overrides(dict(state["config"]), dict(overrides or {})), where=f"{src} config")
-    except ConfigError as err:
-        raise CheckpointError(f"{src}: saved config is not valid here ({err})") from None
-    if cfg.branch not in ("cnn", "tcn"):
-        raise ConfigError(f"{src}: a {cfg.branch} checkpoint; recalibration takes single-branch ones (cnn, tcn)")
-    net = build.build_model(cfg, int(state.get("num_outputs") or build.head_size(cfg)))
-    try:
-        net.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{src}: weights do not fit model '{cfg.model.name}' ({str(err).splitlines()[0]})") from None
+    if state["config"].get("branch") not in ("cnn", "tcn"):
+        raise ConfigError(f"{src}: a {state['config'].get('branch')} checkpoint; recalibration takes single-branch "
+                          "ones (cnn, tcn)")
+    encoder = encoders.load_encoder(src, overrides)  # the network exactly as evaluation builds it
+    cfg, net = encoder.cfg, encoder.model(torch.device("cpu"))
     dataset = build.build_dataset(cfg, split)
     count = len(dataset) if max_sketches is None else min(len(dataset), max_sketches)
     if count >= batch_size:

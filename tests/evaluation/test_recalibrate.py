@@ -86,3 +86,14 @@ def test_bad_requests_are_one_line_and_write_nothing(runs, tmp_path, capsys, arg
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_dual_checkpoint_is_refused_in_one_line(runs, tmp_path, capsys):
+    from utils.checkpoint import save_checkpoint
+    state = load_checkpoint(runs["tcn"])
+    fake = tmp_path / "dual.pt"
+    save_checkpoint({**state, "config": {**state["config"], "branch": "dual"}}, fake)
+    assert recalibrate_main(["--ckpt", str(fake), "--out", str(tmp_path / "out.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "a dual checkpoint; recalibration takes single-branch ones (cnn, tcn)" in err
+    assert not (tmp_path / "out.pt").exists()
