@@ -12,7 +12,9 @@ Support modules, used by several stages and calling none: ``feature_matrix`` (fe
 matrices read and written in row blocks, in memory or in ``.npy`` files) and
 ``output_files`` (files written whole or not at all, one line on a full disk). ``extract``
 is the second command over the same stages: features of your own sketch files, and their
-ranking against a gallery (``python extract_features.py``).
+ranking against a gallery (``python extract_features.py``). ``recalibrate`` is the third, over
+``encoders`` only: a checkpoint whose batch-norm statistics are recomputed on clean sketches
+(``python -m evaluation.recalibrate``).
 
 Nothing is imported here, so that ``python -m evaluation.extract`` and light imports stay
 cheap; import the modules themselves.
