@@ -366,6 +366,11 @@ class Algorithm:
         """Called after each optimiser step (``step`` optimiser steps were done before this
         one, of ``total_steps`` in the run): the place for updates outside the optimiser."""
 
+    def batch_warning(self, global_batch: int) -> str | None:
+        """One line when ``global_batch`` sketches a step are known to train this method
+        badly (the trainer prints it as a warning before training), else None. Default: None."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Resolved settings (JSON-serialisable), saved next to checkpoints."""
         return {"name": self.name, "modality": self.modality}

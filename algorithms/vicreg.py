@@ -31,6 +31,11 @@ from .generic import GenericMethod, check_positive, feature_width
 from .heads import mlp_head
 from .losses import vicreg_terms
 
+#: Fewest sketches a step (the global batch) measured to train VICReg: with 2 or 4 the
+#: covariance penalty (rank 1 or 3 batches) starts near 76 or 21 and the CNN's SGD diverged
+#: within four steps; with 8 it descends (docs/TRAINING.md).
+MIN_GLOBAL_BATCH = 8
+
 
 class VICRegAlgorithm(GenericMethod):
     """Variance-invariance-covariance regularisation of the encoder feature through an
@@ -85,6 +90,12 @@ class VICRegAlgorithm(GenericMethod):
             z1, z2 = nets.gather(z1), nets.gather(z2)
         loss, metrics = self.loss(z1, z2)
         return StepOutput(loss, 2 * n, metrics)
+
+    def batch_warning(self, global_batch: int) -> str | None:
+        if global_batch >= MIN_GLOBAL_BATCH:
+            return None
+        return (f"{self.name} with {global_batch} sketches a step: with 2 or 4 its covariance penalty made the "
+                f"CNN's SGD diverge (measured; docs/TRAINING.md); use {MIN_GLOBAL_BATCH} or more")
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sim_coeff": self.sim_coeff, "std_coeff": self.std_coeff,

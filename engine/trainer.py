@@ -236,6 +236,9 @@ class Trainer:
 
         self.algorithm = build.build_algorithm(cfg)
         self.metric_names: tuple[str, ...] = tuple(self.algorithm.metric_names)
+        advice = self.algorithm.batch_warning(cfg.train.batch_size)
+        if advice and self.is_main:
+            print(f"warning: {advice}", file=sys.stderr)
         self.num_outputs = build.head_size(cfg, self.algorithm)
         self.model = build.build_model(cfg, self.num_outputs).to(self.device)
         # The encoder plus the algorithm's own modules (none for the pretext tasks, whose

@@ -238,3 +238,16 @@ def test_torchrun_two_processes_match_the_single_process_reference(tmp_path, nam
         assert record["train_loss"] == pytest.approx(loss, rel=1e-5)
     if other is not None:
         assert not close(other)  # negatives / statistics from one process only train another network
+
+
+@pytest.mark.parametrize("batch, warned", [(4, True), (8, False)])
+def test_vicreg_warns_before_training_on_batches_measured_to_diverge(tmp_path, capsys, batch, warned):
+    from engine.trainer import Trainer
+    cfg = load_config("tcn_vicreg", {**settings("tcn_vicreg"), "train.batch_size": batch, "train.device": "cpu",
+                                     "train.out": str(tmp_path)})
+    Trainer(cfg, resume=False, progress=False)
+    err = capsys.readouterr().err
+    expected = f"warning: vicreg with {batch} sketches a step: with 2 or 4 its covariance penalty made the CNN's SGD diverge"
+    assert (expected in err) is warned, err
+    # The other methods have no such limit.
+    assert build.build_algorithm(load_config("tcn_simclr")).batch_warning(2) is None
